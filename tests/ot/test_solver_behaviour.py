@@ -1,0 +1,85 @@
+"""Warm starts, fixed-iteration mode, zero masses, chunking and the convergence warning."""
+import numpy as np
+import pytest
+import torch
+
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver, AssignmentProblem, sinkhorn
+
+from .conftest import random_problem
+
+
+@pytest.mark.parametrize("mode", ["log", "kernel"])
+def test_warm_start_cuts_iterations(mode):
+    scores, _, _ = random_problem(0, 2000, 100, kind="logprob", dtype=torch.float32)
+    eps = 0.1
+    first = sinkhorn(scores, eps, tol=1e-3, mode=mode)
+    perturbed = scores + 1e-3 * torch.randn(scores.shape, generator=torch.Generator().manual_seed(1))
+    cold = sinkhorn(perturbed, eps, tol=1e-3, mode=mode)
+    warm = sinkhorn(perturbed, eps, tol=1e-3, init_g=first.g, mode=mode)
+    assert cold.converged and warm.converged
+    assert warm.n_iters * 3 <= cold.n_iters, (warm.n_iters, cold.n_iters)
+    # both meet tol; at tol 1e-3 single entries of a plan may still move by a few percent
+    assert torch.allclose(warm.plan(), cold.plan(), rtol=0.1, atol=1e-8)
+    assert (warm.assignments() == cold.assignments()).float().mean() > 0.99
+
+
+def test_modes_and_chunk_sizes_agree():
+    scores, a, b = random_problem(4, 333, 17)
+    results = [
+        sinkhorn(scores, 0.1, a=a, b=b, tol=1e-8, max_iter=10_000, dtype=torch.float64, mode=m, chunk_size=c)
+        for m, c in [("log", None), ("log", 7), ("kernel", None), ("kernel", 50)]
+    ]
+    for r in results[1:]:
+        assert torch.allclose(r.plan(), results[0].plan(), rtol=1e-6, atol=1e-15)
+        assert torch.equal(r.assignments(), results[0].assignments())
+
+
+def test_fixed_iterations_run_exactly_max_iter():
+    scores, _, _ = random_problem(1, 100, 10)
+    result = sinkhorn(scores, 0.05, tol=None, max_iter=7)
+    assert result.n_iters == 7 and result.errors == [] and not result.converged
+    assert torch.allclose(result.plan().sum(1), torch.full((100,), 0.01), rtol=1e-5)
+
+
+def test_not_converged_warns_with_error_reached():
+    scores, _, _ = random_problem(2, 300, 30)
+    with pytest.warns(SinkhornConvergenceWarning, match=r"error [0-9.e-]+ > tol 1e-06 after 3 iterations"):
+        result = sinkhorn(scores, 0.01, tol=1e-6, max_iter=3)
+    assert not result.converged and result.n_iters == 3 and result.error > 1e-6
+
+
+def test_zero_row_and_column_masses():
+    scores, a, b = random_problem(5, 60, 8)
+    a[::3] = 0
+    b[2] = 0
+    for mode in ("log", "kernel"):
+        r = sinkhorn(scores, 0.1, a=a, b=b, tol=1e-9, max_iter=10_000, dtype=torch.float64, mode=mode)
+        plan = r.plan()
+        assert r.converged and not torch.isnan(plan).any()
+        assert plan[::3].abs().max() == 0 and plan[:, 2].abs().max() == 0
+        assert torch.allclose(plan.sum(0), b / b.sum(), rtol=1e-8, atol=1e-15)
+        assert (r.assignments() != 2).all()
+        counts = torch.bincount(r.balanced_assignments(), minlength=8)
+        assert counts[2] == 0 and counts.sum() == 60
+
+
+def test_solver_is_reusable_and_rejects_bad_config():
+    solver = SinkhornSolver(tol=1e-4, max_iter=500)
+    for seed in range(3):
+        scores, _, _ = random_problem(seed, 50, 5)
+        assert solver(AssignmentProblem.build(scores, 0.2)).converged
+    for kwargs, match in [
+        (dict(tol=0), "tol"), (dict(max_iter=0), "max_iter"), (dict(mode="fast"), "mode"),
+        (dict(eps_scaling=1.5), "eps_scaling"), (dict(check_every=0), "check_every"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            SinkhornSolver(**kwargs)
+
+
+def test_result_is_invariant_to_score_shift_per_row():
+    """Adding a constant to a row changes f, not the plan (a cost shift is no information)."""
+    scores, _, _ = random_problem(6, 80, 9)
+    shifted = scores + 1000 * torch.randn(80, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r1 = sinkhorn(scores, 0.1, tol=1e-9, max_iter=10_000, dtype=torch.float64)
+    r2 = sinkhorn(shifted, 0.1, tol=1e-9, max_iter=10_000, dtype=torch.float64)
+    np.testing.assert_allclose(r1.plan().numpy(), r2.plan().numpy(), rtol=1e-6, atol=1e-14)
