@@ -303,18 +303,26 @@ class _LogState:
         return self.f, self.g
 
     def column_update_log(self, f: torch.Tensor) -> None:
-        """Exact ``g_k = ε log b_k − ε logsumexp_i((S_ik + f_i)/ε)``: all-reduced MAX, then SUM."""
+        """Exact ``g_k = ε log b_k − ε logsumexp_i((S_ik + f_i)/ε)`` in one streamed pass.
+
+        Each rank keeps a running per-column max and a sum rescaled to it (online logsumexp);
+        ranks then all-reduce the maxima (MAX), rescale their sums to the global max and
+        all-reduce those (SUM): 2K floats, and a single exp() pass over the scores.
+        """
         p, eps = self.p, self.p.eps
         col_max = torch.full((p.n_cols,), -math.inf, dtype=p.dtype, device=p.device)
-        for rows in _chunks(p.n_local, p.n_cols, self.chunk_size):
-            z = p.scores[rows].to(p.dtype) + f[rows, None]
-            torch.maximum(col_max, z.amax(0), out=col_max)
-        p.reducer.max_(col_max)
-        finite_max = torch.where(torch.isfinite(col_max), col_max, torch.zeros_like(col_max))
         col_sum = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
         for rows in _chunks(p.n_local, p.n_cols, self.chunk_size):
             z = p.scores[rows].to(p.dtype) + f[rows, None]
-            col_sum += z.sub_(finite_max).div_(eps).exp_().sum(0)
+            new_max = torch.maximum(col_max, z.amax(0))
+            safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            col_sum *= torch.exp((col_max - safe_max) / eps)
+            col_sum += z.sub_(safe_max).div_(eps).exp_().sum(0)
+            col_max = new_max
+        global_max = p.reducer.max_(col_max.clone())
+        finite_max = torch.where(torch.isfinite(global_max), global_max, torch.zeros_like(global_max))
+        local_safe = torch.where(torch.isfinite(col_max), col_max, finite_max)
+        col_sum *= torch.exp((local_safe - finite_max) / eps)
         p.reducer.sum_(col_sum)
         g = self.log_b * eps - finite_max - eps * torch.log(col_sum)
         g = torch.where(p.b > 0, g, torch.full_like(g, -math.inf))

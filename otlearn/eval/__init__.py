@@ -1,0 +1,11 @@
+"""otlearn.eval: evaluation of learned representations (kNN, linear probe, clustering metrics)."""
+from otlearn.eval.callbacks import ClusteringEvalCallback, KNNEvalCallback
+from otlearn.eval.clustering import ari, cluster_accuracy, clustering_metrics, nmi
+from otlearn.eval.features import extract
+from otlearn.eval.knn import knn_accuracy, knn_predict
+from otlearn.eval.linear import LinearProbeResult, linear_probe
+
+__all__ = [
+    "ClusteringEvalCallback", "KNNEvalCallback", "LinearProbeResult", "ari", "cluster_accuracy",
+    "clustering_metrics", "extract", "knn_accuracy", "knn_predict", "linear_probe", "nmi",
+]

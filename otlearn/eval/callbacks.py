@@ -1,0 +1,80 @@
+"""Online evaluation callbacks: kNN accuracy and clustering metrics at validation epoch end.
+
+They work with any LightningModule that implements ``embed(batch) -> (B, D)`` (kNN) and/or
+``sela_logits(batch) -> Sequence[(B, K)]`` (clustering, head ``head``). Batches are dicts with
+``image``, ``target`` and ``index``. Features are gathered across processes; the metrics are
+logged (``val/knn``, ``val/nmi``, ``val/ari``, ``val/acc``) and kept in ``history``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from otlearn.eval.clustering import clustering_metrics
+from otlearn.eval.features import extract
+from otlearn.eval.knn import knn_accuracy
+
+
+def _loader_from(trainer: pl.Trainer, source: Callable[[pl.Trainer], DataLoader] | str) -> DataLoader:
+    if callable(source):
+        return source(trainer)
+    dm = trainer.datamodule
+    if dm is None or not hasattr(dm, source):
+        raise ValueError(f"the datamodule has no {source!r}; pass a callable (trainer) -> DataLoader instead")
+    obj = getattr(dm, source)()
+    return obj if isinstance(obj, DataLoader) else DataLoader(obj, batch_size=512)
+
+
+class KNNEvalCallback(pl.Callback):
+    """Weighted cosine kNN accuracy of ``embed`` features: memory = the un-augmented training set
+    (``datamodule.eval_train_dataset()`` by default), queries = the validation loader."""
+
+    def __init__(self, k: int = 20, temperature: float = 0.07, every_n_epochs: int = 1,
+                 memory: Callable[[pl.Trainer], DataLoader] | str = "eval_train_dataset") -> None:
+        self.k, self.temperature, self.every = k, temperature, every_n_epochs
+        self.memory = memory
+        self.history: list[dict[str, Any]] = []
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
+            return
+        mem_x, mem_y, _ = extract(pl_module, _loader_from(trainer, self.memory), pl_module.embed)
+        val = trainer.val_dataloaders
+        val = val[0] if isinstance(val, (list, tuple)) else val
+        q_x, q_y, _ = extract(pl_module, val, pl_module.embed)
+        acc = knn_accuracy(mem_x, mem_y, q_x, q_y, k=self.k, temperature=self.temperature)
+        self.history.append({"epoch": trainer.current_epoch, "knn": acc})
+        pl_module.log("val/knn", acc, prog_bar=True, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+
+
+class ClusteringEvalCallback(pl.Callback):
+    """NMI, ARI and Hungarian accuracy of head ``head``'s argmax on the validation loader."""
+
+    def __init__(self, head: int = 0, every_n_epochs: int = 1) -> None:
+        self.head, self.every = head, every_n_epochs
+        self.history: list[dict[str, Any]] = []
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
+            return
+        val = trainer.val_dataloaders
+        val = val[0] if isinstance(val, (list, tuple)) else val
+        pred, target, _ = extract(pl_module, val, lambda b: pl_module.sela_logits(b)[self.head].argmax(1))
+        metrics = clustering_metrics(pred.long(), target)
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        pl_module.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])

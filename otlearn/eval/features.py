@@ -1,0 +1,47 @@
+"""Extract frozen features (and head predictions) of a loader, gathered across processes."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def extract(
+    module: torch.nn.Module,
+    loader: DataLoader,
+    fn: Callable[[dict], torch.Tensor],
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``fn(batch)`` over ``loader`` in eval mode; returns ``(outputs, targets, indices)`` on CPU.
+
+    With an initialised process group, every rank's rows are all-gathered and de-duplicated by
+    dataset index (DistributedSampler padding), then sorted by index, so all ranks return the same
+    tensors.
+    """
+    was_training = module.training
+    module.eval()
+    device = device or next(module.parameters()).device
+    outs, targets, indices = [], [], []
+    try:
+        for batch in loader:
+            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            outs.append(fn(batch).float().cpu())
+            targets.append(batch["target"].cpu())
+            indices.append(batch["index"].cpu())
+    finally:
+        module.train(was_training)
+    out, tgt, idx = torch.cat(outs), torch.cat(targets), torch.cat(indices)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (out, tgt, idx))
+        out = torch.cat([g[0] for g in gathered])
+        tgt = torch.cat([g[1] for g in gathered])
+        idx = torch.cat([g[2] for g in gathered])
+    order = torch.argsort(idx, stable=True)
+    out, tgt, idx = out[order], tgt[order], idx[order]
+    first = torch.ones_like(idx, dtype=torch.bool)
+    first[1:] = idx[1:] != idx[:-1]
+    return out[first], tgt[first], idx[first]

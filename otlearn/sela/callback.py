@@ -1,0 +1,242 @@
+"""SelfLabelCallback: SeLa's label step for any LightningModule, rows sharded over processes.
+
+Protocol the LightningModule implements (``SelfLabeling`` does; yours can too):
+
+* ``sela_num_clusters: list[int]`` — K of each of the T heads;
+* ``sela_logits(batch: dict) -> Sequence[Tensor]`` — T tensors (B, K_t) of head logits for a
+  batch (called under ``torch.no_grad()`` with the module in eval mode);
+* batches are dicts with an ``"index"`` entry (B,) of dataset indices and an ``"image"`` entry;
+  before each training step the callback adds ``batch["pseudo_labels"]``: (T, B) int64 labels.
+
+Each label round (at the epochs of a :class:`LabelSchedule`):
+
+1. a no-grad pass over the label dataset (un-augmented training images), sharded contiguously over
+   the ranks without padding, fills this rank's bank of logits keyed by dataset index (a
+   user-supplied loader with a padding ``DistributedSampler`` also works: duplicates are dropped);
+2. for each head, scores = log-softmax of the logits and the distributed solver runs over all N
+   rows with ``ε = 1/λ`` and ``group`` = the trainer's process group, warm-started from that head's
+   previous ``g``; only K-vectors are all-reduced;
+3. hard labels (``argmax_k (log p_ik + g_k)``, SeLa's rule, or exactly balanced counts) are
+   all-gathered as integers into the (T, N) label bank that every rank holds.
+
+The bank, the schedule position, each head's ``g`` and the random state are in every checkpoint
+(``state_dict``), so a resumed run continues with exactly the labels it had.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from otlearn.data.indexed import ShardSampler
+from otlearn.ot import SinkhornSolver, AssignmentProblem
+from otlearn.sela.bank import gather_labels, owned_rows
+from otlearn.sela.schedule import LabelSchedule
+
+
+class SelfLabelCallback(pl.Callback):
+    """SeLa's self-labelling as a Lightning callback.
+
+    Args:
+        lam: λ of SeLa (``ε = 1/λ`` on log-probabilities): 10 on CIFAR, 25 on ImageNet.
+        schedule: when rounds run (default: every epoch).
+        tol, max_iter: solver stopping rule (max relative column-marginal error).
+        rounding: ``"argmax"`` (SeLa) or ``"balanced"`` (exact equal counts).
+        label_dataset: dataset of dicts with ``image`` and ``index`` for the label pass; default:
+            ``trainer.datamodule.label_dataset()`` if it exists, else the train loader's dataset.
+        label_dataloader: alternatively a callable ``(trainer) -> DataLoader`` (any sampler,
+            padding duplicates allowed).
+        batch_size, num_workers: of the label loader the callback builds.
+        seed: seed of the initial random balanced labels.
+        solver_dtype: float32 (default) or float64 for the solver.
+    """
+
+    def __init__(
+        self,
+        lam: float = 10.0,
+        schedule: LabelSchedule | None = None,
+        tol: float = 1e-3,
+        max_iter: int = 1000,
+        rounding: Literal["argmax", "balanced"] = "argmax",
+        label_dataset: Dataset | None = None,
+        label_dataloader: Callable[[pl.Trainer], DataLoader] | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+        solver_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not lam > 0:
+            raise ValueError(f"lam (λ = 1/ε) must be > 0, got {lam!r}")
+        if rounding not in ("argmax", "balanced"):
+            raise ValueError(f"rounding must be 'argmax' or 'balanced', got {rounding!r}")
+        self.lam = float(lam)
+        self.schedule = schedule or LabelSchedule()
+        self.solver = SinkhornSolver(tol=tol, max_iter=max_iter)
+        self.rounding = rounding
+        self.label_dataset = label_dataset
+        self.label_dataloader = label_dataloader
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.solver_dtype = solver_dtype
+        # state saved in checkpoints
+        self.labels: torch.Tensor | None = None  # (T, N) int64
+        self.potentials: list[torch.Tensor | None] = []
+        self.rounds_done: list[int] = []
+        self.history: list[dict[str, Any]] = []
+        self.generator_state: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels,
+            "potentials": [None if g is None else g.cpu() for g in self.potentials],
+            "rounds_done": list(self.rounds_done),
+            "history": list(self.history),
+            "generator_state": self.generator_state,
+            "lam": self.lam,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.labels = state_dict["labels"]
+        self.potentials = list(state_dict["potentials"])
+        self.rounds_done = list(state_dict["rounds_done"])
+        self.history = list(state_dict["history"])
+        self.generator_state = state_dict["generator_state"]
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _group(trainer: pl.Trainer) -> dist.ProcessGroup | None:
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            return dist.group.WORLD
+        return None
+
+    def _dataset(self, trainer: pl.Trainer) -> Dataset:
+        if self.label_dataset is not None:
+            return self.label_dataset
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "label_dataset"):
+            return dm.label_dataset()
+        loader = trainer.train_dataloader
+        if loader is None:
+            trainer.fit_loop.setup_data()
+            loader = trainer.train_dataloader
+        if isinstance(loader, DataLoader):
+            return loader.dataset
+        raise ValueError(
+            "SelfLabelCallback needs a label dataset: pass label_dataset=, give the datamodule a "
+            "label_dataset() method, or use a single DataLoader for training"
+        )
+
+    def _loader(self, trainer: pl.Trainer) -> DataLoader:
+        if self.label_dataloader is not None:
+            return self.label_dataloader(trainer)
+        dataset = self._dataset(trainer)
+        sampler = ShardSampler(len(dataset), trainer.global_rank, trainer.world_size)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+
+    @staticmethod
+    def _check_module(pl_module: pl.LightningModule) -> list[int]:
+        if not hasattr(pl_module, "sela_logits") or not hasattr(pl_module, "sela_num_clusters"):
+            raise TypeError(
+                f"{type(pl_module).__name__} does not implement the self-labelling protocol: it needs "
+                "`sela_num_clusters: list[int]` and `sela_logits(batch) -> Sequence[Tensor (B, K)]`"
+            )
+        return [int(k) for k in pl_module.sela_num_clusters]
+
+    def _initial_labels(self, n: int, ks: list[int]) -> torch.Tensor:
+        """Random balanced labels per head: a seeded permutation of ``arange(N) % K``."""
+        gen = torch.Generator().manual_seed(self.seed)
+        labels = torch.stack([torch.randperm(n, generator=gen) % k for k in ks])
+        self.generator_state = gen.get_state()
+        return labels
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ks = self._check_module(pl_module)
+        n = len(self._dataset(trainer)) if self.label_dataloader is None else None
+        if self.labels is None:
+            if n is None:
+                n = len(self.label_dataloader(trainer).dataset)
+            self.labels = self._initial_labels(n, ks)
+            self.potentials = [None] * len(ks)
+        elif self.labels.shape[0] != len(ks):
+            raise ValueError(f"checkpoint holds labels for {self.labels.shape[0]} heads, the module has {len(ks)}")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch in self.rounds_done or epoch not in self.schedule.label_epochs(trainer.max_epochs or 10**9):
+            return
+        stats = self.label_round(trainer, pl_module)
+        self.rounds_done.append(epoch)
+        stats["epoch"] = epoch
+        self.history.append(stats)
+        head0 = {k: float(v) for k, v in stats["heads"][0].items() if k != "sizes"}
+        changed = head0.pop("changed")
+        pl_module.log_dict({f"sela/{k}": v for k, v in head0.items()}, prog_bar=False, rank_zero_only=True)
+        pl_module.log("sela/changed", changed, prog_bar=True, rank_zero_only=True)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not isinstance(batch, dict) or "index" not in batch:
+            raise TypeError("SelfLabelCallback needs dict batches with an 'index' entry of dataset indices")
+        index = batch["index"]
+        batch["pseudo_labels"] = self.labels[:, index.cpu()].to(index.device)
+
+    # ------------------------------------------------------------------ the round
+    @torch.no_grad()
+    def label_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """One label round; returns its diagnostics (per head: iterations, error, sizes, changes)."""
+        t0 = time.perf_counter()
+        ks = self._check_module(pl_module)
+        group = self._group(trainer)
+        indices, banks = self._fill_bank(trainer, pl_module, len(ks))
+        keep = owned_rows(indices, group)
+        indices = indices[keep]
+        new_labels = []
+        heads = []
+        for h, k in enumerate(ks):
+            scores = F.log_softmax(banks[h][keep].float(), dim=1)
+            banks[h] = None  # free the bank of this head before solving
+            problem = AssignmentProblem.build(scores, 1.0 / self.lam, group=group, dtype=self.solver_dtype)
+            result = self.solver(problem, init_g=self.potentials[h])
+            self.potentials[h] = result.g.detach().cpu()
+            local = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
+            new_labels.append(local.cpu())
+            heads.append({"iterations": result.n_iters, "error": result.error, "converged": result.converged})
+        bank = gather_labels(indices.cpu(), torch.stack(new_labels), self.labels.shape[1], group)
+        missing = bank[0] < 0
+        bank[:, missing] = self.labels[:, missing]  # indices the loader never showed keep their labels
+        for h, k in enumerate(ks):
+            sizes = torch.bincount(bank[h], minlength=k)
+            heads[h].update(
+                smallest=int(sizes.min()), largest=int(sizes.max()), empty=int((sizes == 0).sum()),
+                changed=float((bank[h] != self.labels[h]).float().mean()), sizes=sizes.tolist(),
+            )
+        self.labels = bank
+        return {"heads": heads, "seconds": time.perf_counter() - t0, "n_labelled": int((~missing).sum())}
+
+    def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int):
+        was_training = pl_module.training
+        pl_module.eval()
+        indices, banks = [], [[] for _ in range(n_heads)]
+        try:
+            for batch in self._loader(trainer):
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                logits = pl_module.sela_logits(batch)
+                if len(logits) != n_heads:
+                    raise ValueError(f"sela_logits returned {len(logits)} heads, sela_num_clusters lists {n_heads}")
+                indices.append(batch["index"].cpu())
+                for h, lg in enumerate(logits):
+                    banks[h].append(lg.detach().float())
+        finally:
+            pl_module.train(was_training)
+        if not indices:
+            idx = torch.zeros(0, dtype=torch.long)
+            ks = pl_module.sela_num_clusters
+            return idx, [torch.zeros(0, int(k), device=pl_module.device) for k in ks]
+        return torch.cat(indices), [torch.cat(b) for b in banks]
