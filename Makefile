@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) benchmarks/sinkhorn.py --quick
+	$(PY) recipes/sela_digits.py --config configs/sela/digits.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -1,6 +1,7 @@
 """otlearn.data: offline datasets with indexed samples, and loaders for users' own data."""
 from otlearn.data.datamodule import DigitsDataModule
 from otlearn.data.digits import Digits, DigitsAugment
+from otlearn.data.images import CIFAR10Folder, ImageDataModule, TorchvisionAugment, image_folder
 from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset, ShardSampler
 
-__all__ = ["Digits", "DigitsAugment", "DigitsDataModule", "EpochShuffleSampler", "IndexedDataset", "ShardSampler"]
+__all__ = ["CIFAR10Folder", "ImageDataModule", "TorchvisionAugment", "image_folder", "Digits", "DigitsAugment", "DigitsDataModule", "EpochShuffleSampler", "IndexedDataset", "ShardSampler"]

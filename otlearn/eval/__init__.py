@@ -4,8 +4,9 @@ from otlearn.eval.clustering import ari, cluster_accuracy, clustering_metrics, n
 from otlearn.eval.features import extract
 from otlearn.eval.knn import knn_accuracy, knn_predict
 from otlearn.eval.linear import LinearProbeResult, linear_probe
+from otlearn.eval.representation import evaluate_representation
 
 __all__ = [
     "ClusteringEvalCallback", "KNNEvalCallback", "LinearProbeResult", "ari", "cluster_accuracy",
-    "clustering_metrics", "extract", "knn_accuracy", "knn_predict", "linear_probe", "nmi",
+    "clustering_metrics", "evaluate_representation", "extract", "knn_accuracy", "knn_predict", "linear_probe", "nmi",
 ]

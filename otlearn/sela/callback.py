@@ -16,7 +16,7 @@ Each label round (at the epochs of a :class:`LabelSchedule`):
 2. for each head, scores = log-softmax of the logits and the distributed solver runs over all N
    rows with ``ε = 1/λ`` and ``group`` = the trainer's process group, warm-started from that head's
    previous ``g``; only K-vectors are all-reduced;
-3. hard labels (``argmax_k (log p_ik + g_k)``, SeLa's rule, or exactly balanced counts) are
+3. hard labels (exactly balanced counts by default, or SeLa's ``argmax_k (log p_ik + g_k)``) are
    all-gathered as integers into the (T, N) label bank that every rank holds.
 
 The bank, the schedule position, each head's ``g`` and the random state are in every checkpoint
@@ -30,12 +30,11 @@ from typing import Any, Callable, Literal
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from otlearn.data.indexed import ShardSampler
-from otlearn.ot import SinkhornSolver, AssignmentProblem
-from otlearn.sela.bank import gather_labels, owned_rows
+from otlearn.ot import SinkhornSolver
+from otlearn.sela.labeling import assign_labels
 from otlearn.sela.schedule import LabelSchedule
 
 
@@ -46,7 +45,9 @@ class SelfLabelCallback(pl.Callback):
         lam: λ of SeLa (``ε = 1/λ`` on log-probabilities): 10 on CIFAR, 25 on ImageNet.
         schedule: when rounds run (default: every epoch).
         tol, max_iter: solver stopping rule (max relative column-marginal error).
-        rounding: ``"argmax"`` (SeLa) or ``"balanced"`` (exact equal counts).
+        rounding: ``"balanced"`` (default: exactly equal counts, the constraint SeLa's objective states)
+            or ``"argmax"`` (SeLa's code: ``argmax_k log p_ik + g_k``, which can be far from
+            balanced while the network's predictions are still flat).
         label_dataset: dataset of dicts with ``image`` and ``index`` for the label pass; default:
             ``trainer.datamodule.label_dataset()`` if it exists, else the train loader's dataset.
         label_dataloader: alternatively a callable ``(trainer) -> DataLoader`` (any sampler,
@@ -62,7 +63,7 @@ class SelfLabelCallback(pl.Callback):
         schedule: LabelSchedule | None = None,
         tol: float = 1e-3,
         max_iter: int = 1000,
-        rounding: Literal["argmax", "balanced"] = "argmax",
+        rounding: Literal["argmax", "balanced"] = "balanced",
         label_dataset: Dataset | None = None,
         label_dataloader: Callable[[pl.Trainer], DataLoader] | None = None,
         batch_size: int = 256,
@@ -195,30 +196,12 @@ class SelfLabelCallback(pl.Callback):
         ks = self._check_module(pl_module)
         group = self._group(trainer)
         indices, banks = self._fill_bank(trainer, pl_module, len(ks))
-        keep = owned_rows(indices, group)
-        indices = indices[keep]
-        new_labels = []
-        heads = []
-        for h, k in enumerate(ks):
-            scores = F.log_softmax(banks[h][keep].float(), dim=1)
-            banks[h] = None  # free the bank of this head before solving
-            problem = AssignmentProblem.build(scores, 1.0 / self.lam, group=group, dtype=self.solver_dtype)
-            result = self.solver(problem, init_g=self.potentials[h])
-            self.potentials[h] = result.g.detach().cpu()
-            local = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
-            new_labels.append(local.cpu())
-            heads.append({"iterations": result.n_iters, "error": result.error, "converged": result.converged})
-        bank = gather_labels(indices.cpu(), torch.stack(new_labels), self.labels.shape[1], group)
-        missing = bank[0] < 0
-        bank[:, missing] = self.labels[:, missing]  # indices the loader never showed keep their labels
-        for h, k in enumerate(ks):
-            sizes = torch.bincount(bank[h], minlength=k)
-            heads[h].update(
-                smallest=int(sizes.min()), largest=int(sizes.max()), empty=int((sizes == 0).sum()),
-                changed=float((bank[h] != self.labels[h]).float().mean()), sizes=sizes.tolist(),
-            )
+        bank, heads, self.potentials = assign_labels(
+            indices, banks, self.labels, self.potentials, self.lam, self.solver, group,
+            rounding=self.rounding, dtype=self.solver_dtype,
+        )
         self.labels = bank
-        return {"heads": heads, "seconds": time.perf_counter() - t0, "n_labelled": int((~missing).sum())}
+        return {"heads": heads, "seconds": time.perf_counter() - t0}
 
     def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int):
         was_training = pl_module.training

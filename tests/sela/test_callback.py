@@ -1,0 +1,130 @@
+"""SelfLabelCallback inside real Lightning fits: resume equality, 2-process DDP, protocol errors."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from otlearn.data import DigitsDataModule
+from otlearn.eval import clustering_metrics, extract
+from otlearn.ot import SinkhornConvergenceWarning
+from otlearn.sela import LabelSchedule, SelfLabelCallback, SelfLabeling
+
+TINY = dict(backbone="small_cnn", num_clusters=10, num_heads=2, lr=0.05, backbone_kwargs={"width": 8})
+
+
+def _trainer(tmp_path, max_epochs, callbacks, **kwargs):
+    return pl.Trainer(
+        max_epochs=max_epochs, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
+        default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0, deterministic=True, **kwargs,
+    )
+
+
+class Preempt(pl.Callback):
+    """Stops the run after ``epoch`` as a preemption would (the last checkpoint is then on disk)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def _fit(tmp_path, max_epochs, ckpt_path=None, save=True, stop_after=None):
+    pl.seed_everything(0)
+    model = SelfLabeling(**TINY)
+    dm = DigitsDataModule(batch_size=256, seed=0)
+    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), tol=1e-2, seed=0)
+    callbacks = [sela] + ([Preempt(stop_after)] if stop_after is not None else [])
+    if save:
+        callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(tmp_path, max_epochs, callbacks).fit(model, dm, ckpt_path=ckpt_path)
+    return model, sela
+
+
+def test_resumed_run_ends_with_the_same_labels(tmp_path):
+    full_model, full = _fit(tmp_path / "full", 4)
+    _, first = _fit(tmp_path / "part", 4, stop_after=1)
+    ckpt = torch.load(tmp_path / "part" / "last.ckpt", weights_only=False)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("SelfLabelCallback"))
+    assert torch.equal(state["labels"], first.labels)  # the bank is in the checkpoint
+    assert state["rounds_done"] == [0, 1] and len(state["potentials"]) == 2
+    resumed_model, resumed = _fit(tmp_path / "part", 4, ckpt_path=str(tmp_path / "part" / "last.ckpt"))
+    assert resumed.rounds_done == [0, 1, 2, 3]
+    assert torch.equal(resumed.labels, full.labels)
+    for a, b in zip(resumed_model.parameters(), full_model.parameters()):
+        assert torch.equal(a, b)
+    for h in range(2):
+        counts = torch.bincount(full.labels[h], minlength=10)
+        assert counts.tolist() == [126] * 7 + [125] * 3 or sorted(counts.tolist()) == [125] * 3 + [126] * 7
+    diag = full.history[-1]["heads"][0]
+    assert {"iterations", "error", "smallest", "largest", "empty", "changed"} <= set(diag)
+
+
+def test_initial_labels_are_a_balanced_random_permutation(tmp_path):
+    _, sela = _fit(tmp_path, 1, save=False)
+    assert sela.history[0]["heads"][0]["labelled"] == 1257
+    cb = SelfLabelCallback(seed=3)
+    labels = cb._initial_labels(1257, [10, 7])
+    for h, k in enumerate([10, 7]):
+        counts = torch.bincount(labels[h], minlength=k)
+        assert counts.max() - counts.min() <= 1
+    assert not torch.equal(labels[0], torch.arange(1257) % 10)
+
+
+def _nmi(model, loader):
+    pred, target, _ = extract(model, loader, lambda b: model.sela_logits(b)[0].argmax(1))
+    return clustering_metrics(pred, target)["nmi"]
+
+
+def test_two_process_ddp_fit_raises_nmi(tmp_path):
+    pl.seed_everything(1)
+    model = SelfLabeling(**TINY)
+    test_loader = DataLoader(DigitsDataModule().test_dataset(), batch_size=512)
+    start_nmi = _nmi(model, test_loader)
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    sela = SelfLabelCallback(lam=10.0, tol=1e-2, seed=0)
+    trainer = pl.Trainer(
+        max_epochs=6, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[sela, ckpt_cb], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, DigitsDataModule(batch_size=128, seed=0))
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    trained = SelfLabeling(**TINY)
+    trained.load_state_dict(ckpt["state_dict"])
+    end_nmi = _nmi(trained, test_loader)
+    assert end_nmi > start_nmi + 0.1, (start_nmi, end_nmi)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("SelfLabelCallback"))
+    assert state["rounds_done"] == list(range(6))
+    assert state["labels"].shape == (2, 1257) and (state["labels"] >= 0).all()
+
+
+def test_protocol_errors_are_clear(tmp_path):
+    class NoProtocol(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(64, 2)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch["image"].flatten(1)).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.raises(TypeError, match="self-labelling protocol"):
+        _trainer(tmp_path, 1, [SelfLabelCallback()]).fit(NoProtocol(), DigitsDataModule())
+    with pytest.raises(ValueError, match="lam"):
+        SelfLabelCallback(lam=0)
+    with pytest.raises(ValueError, match="rounding"):
+        SelfLabelCallback(rounding="nearest")
+    with pytest.raises(RuntimeError, match="pseudo_labels"):
+        SelfLabeling(**TINY).training_step({"image": torch.zeros(2, 1, 8, 8), "index": torch.arange(2)}, 0)
