@@ -9,7 +9,7 @@ from typing import Literal
 class LabelSchedule:
     """Epochs (0-based, at the start of the epoch) at which a label round runs.
 
-    * ``quadratic``: ``rounds`` rounds at ``floor(max_epochs * (j / rounds)^2)``, j = 0..rounds-1:
+    * ``quadratic``: ``rounds`` rounds at ``round(max_epochs * (j / rounds)^2)``, j = 0..rounds-1:
       dense early, sparse late (SeLa's ImageNet schedule); duplicates collapse.
     * ``every``: every ``every`` epochs starting at ``start``.
     * ``epochs``: exactly the listed epochs.
@@ -33,7 +33,7 @@ class LabelSchedule:
 
     def label_epochs(self, max_epochs: int) -> list[int]:
         if self.kind == "quadratic":
-            epochs = {int(max_epochs * (j / self.rounds) ** 2) for j in range(self.rounds)}
+            epochs = {round(max_epochs * j * j / self.rounds**2) for j in range(self.rounds)}
         elif self.kind == "every":
             epochs = set(range(self.start, max_epochs, self.every))
         else:
