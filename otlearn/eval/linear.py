@@ -1,5 +1,5 @@
 """Linear probe on frozen features: standardise, then multinomial logistic regression in torch
-with early stopping on a validation split held out from the training features."""
+with early stopping on the loss of a validation split held out from the training features."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 @dataclass
 class LinearProbeResult:
     accuracy: float  # on the query (test) features
-    val_accuracy: float  # best accuracy on the held-out validation split
+    val_accuracy: float  # validation accuracy of the kept (lowest validation loss) model
     epochs: int  # epochs trained before early stopping
 
 
@@ -28,7 +28,7 @@ def linear_probe(
     batch_size: int = 256,
     seed: int = 0,
 ) -> LinearProbeResult:
-    """Train ``W x + c`` on standardised ``train_features`` (N, D); stop when the validation accuracy
+    """Train ``W x + c`` on standardised ``train_features`` (N, D); stop when the validation loss
     has not improved for ``patience`` epochs; report test accuracy of the best validation model."""
     if train_features.shape[1] != test_features.shape[1]:
         raise ValueError(f"feature dims differ: train {train_features.shape[1]}, test {test_features.shape[1]}")
@@ -45,8 +45,10 @@ def linear_probe(
     xt = (test_features.float() - mean) / std
     num_classes = int(max(y.max(), test_targets.max())) + 1
     model = torch.nn.Linear(x.shape[1], num_classes)
+    torch.nn.init.zeros_(model.weight)  # the problem is convex: a fixed start makes the probe deterministic
+    torch.nn.init.zeros_(model.bias)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    best = (-1.0, None, 0)
+    best = (float("inf"), None, 0, 0.0)
     stale = 0
     epoch = 0
     for epoch in range(1, max_epochs + 1):
@@ -58,9 +60,11 @@ def linear_probe(
             loss.backward()
             opt.step()
         with torch.no_grad():
-            val_acc = float((model(xs[val_idx]).argmax(1) == y[val_idx]).float().mean())
-        if val_acc > best[0]:
-            best = (val_acc, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+            val_logits = model(xs[val_idx])
+            val_loss = float(F.cross_entropy(val_logits, y[val_idx]))
+            val_acc = float((val_logits.argmax(1) == y[val_idx]).float().mean())
+        if val_loss < best[0]:
+            best = (val_loss, {k: v.clone() for k, v in model.state_dict().items()}, epoch, val_acc)
             stale = 0
         else:
             stale += 1
@@ -69,4 +73,4 @@ def linear_probe(
     model.load_state_dict(best[1])
     with torch.no_grad():
         acc = float((model(xt).argmax(1) == test_targets.long()).float().mean())
-    return LinearProbeResult(accuracy=acc, val_accuracy=best[0], epochs=epoch)
+    return LinearProbeResult(accuracy=acc, val_accuracy=best[3], epochs=epoch)
