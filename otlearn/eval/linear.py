@@ -15,6 +15,7 @@ class LinearProbeResult:
     epochs: int  # epochs trained before early stopping
 
 
+@torch.enable_grad()  # callers are often inside no_grad (evaluation code usually is)
 def linear_probe(
     train_features: torch.Tensor,
     train_targets: torch.Tensor,
