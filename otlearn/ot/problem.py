@@ -71,8 +71,12 @@ class AssignmentProblem:
         b: torch.Tensor | None = None,
         group: dist.ProcessGroup | None = None,
         dtype: torch.dtype = torch.float32,
+        check_finite: bool = True,
     ) -> "AssignmentProblem":
         """Validate the inputs on every rank together and normalise the masses.
+
+        ``check_finite=False`` skips the NaN/Inf scan of the scores, for callers that built them from
+        inputs they already checked (one pass over N x K saved).
 
         Raises:
             ValueError: naming the rank and the problem (NaN/Inf scores, ε ≤ 0, wrong shapes,
@@ -81,7 +85,7 @@ class AssignmentProblem:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         reducer = make_reducer(group)
-        problems = _local_problems(scores, eps, a, b)
+        problems = _local_problems(scores, eps, a, b, check_finite)
         n_local = scores.shape[0] if isinstance(scores, torch.Tensor) and scores.dim() == 2 else 0
         n_cols = scores.shape[1] if isinstance(scores, torch.Tensor) and scores.dim() == 2 else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else float("nan")
@@ -112,7 +116,7 @@ class AssignmentProblem:
         return cls(scores, float(eps), a_norm, b_norm, reducer, n_global, row_offset, dtype)
 
 
-def _local_problems(scores: object, eps: object, a: object, b: object) -> list[str]:
+def _local_problems(scores: object, eps: object, a: object, b: object, check_finite: bool = True) -> list[str]:
     """Everything wrong with this rank's inputs, as messages (empty when valid)."""
     problems: list[str] = []
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0:
@@ -126,7 +130,7 @@ def _local_problems(scores: object, eps: object, a: object, b: object) -> list[s
     n_local, n_cols = scores.shape
     if n_cols == 0:
         problems.append("scores have K = 0 columns; expected at least one column")
-    if not problems and n_local > 0 and not bool(torch.isfinite(scores).all()):
+    if check_finite and not problems and n_local > 0 and not bool(torch.isfinite(scores).all()):
         bad = int((~torch.isfinite(scores)).sum())
         problems.append(f"scores contain {bad} NaN/Inf entries; expected finite scores")
     for name, mass, length in (("a", a, n_local), ("b", b, n_cols)):

@@ -1,0 +1,284 @@
+"""OTVectorQuantizer: codes assigned by optimal transport over normalised distances (OptVQ).
+
+Zhang et al., "Preventing Local Pitfalls in Vector Quantization via Optimal Transport" (2024).
+For tokens ``z`` (n, d) and codes ``c`` (K, d):
+
+* distance ``A_ik = ||z_i − c_k||`` (Euclidean, not squared) or ``1 − cos(z_i, c_k)``, in float32
+  outside autocast, without gradient;
+* normalisation ``all``: ``A ← (A − mean A)/(std A + 1e-6); A ← A − min A`` over the whole matrix
+  — over all ranks' tokens when distributed — so the temperature is independent of the scale;
+  ``dim``: the same per token row; ``none``;
+* assignment ``ot``: entropic OT with scores ``−A``, ε = 1/temperature (OptVQ's 10 → ε = 0.1),
+  uniform token and code masses, otlearn's tolerance-based distributed solver, code = argmax of
+  the plan row; ``optvq``: exactly OptVQ's 5 fixed iterations on this process's tokens;
+  ``nn``: nearest neighbour (the usual VQ baseline);
+* straight-through estimator ``z + (z_q − z).detach()`` or the rotation trick; loss
+  ``commitment·mean((z − sg z_q)²) + codebook·mean((z_q − sg z)²)`` (OptVQ: 1.0 and 0.25).
+
+At inference a token must not depend on its batch: ``inference="nn"`` (default) assigns the
+nearest code; ``inference="potential"`` keeps EMAs of the normalisation statistics and of the
+solver's column potentials g during training and assigns ``argmax_k (−Â_ik + ḡ_k)`` per token.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from otlearn.ot import AssignmentProblem, SinkhornSolver
+
+
+@dataclass
+class QuantizerOutput:
+    """Result of a forward pass.
+
+    Attributes:
+        quantized: same shape as the input; carries the estimator's gradient to the encoder.
+        indices: code index per token, shape ``input.shape[:-1] + (heads,)`` for (…, D) input,
+            ``(B, heads, H, W)`` for (B, C, H, W) input.
+        loss: commitment + codebook loss (scalar).
+        stats: batch statistics (perplexity, used fraction, solver iterations…), Python floats.
+    """
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class OTVectorQuantizer(nn.Module):
+    """Vector quantizer with optimal-transport (or nearest-neighbour) code assignment.
+
+    Args:
+        num_codes: K.
+        dim: token dimension D (the input's last dim, or channel dim for (B, C, H, W) input).
+        heads: split each token into ``heads`` sub-tokens of D/heads that share one codebook.
+        distance: ``"euclidean"`` (plain, as OptVQ) or ``"cosine"``.
+        normalize: ``"all"`` (OptVQ's default), ``"dim"`` (per token) or ``"none"``.
+        assignment: ``"ot"`` (otlearn's solver, global over ``group``), ``"optvq"`` (OptVQ's 5 fixed
+            iterations, per process) or ``"nn"``.
+        temperature: inverse temperature on normalised distances (OptVQ: 10), ε = 1/temperature.
+        tol, max_iter: solver stopping rule for ``"ot"``.
+        estimator: ``"ste"`` or ``"rotation"`` (rotation trick, Fifty et al. 2024).
+        commitment, codebook_weight: loss weights (OptVQ: 1.0 and 0.25).
+        project_codebook: pass the codebook through a learned linear map (OptVQ; init std d^-0.5).
+        codebook_init: ``"normal"`` N(0, 1), ``"uniform"`` ±1/K (taming's) or a (K, d) tensor.
+        inference: ``"nn"`` (default) or ``"potential"`` (EMA of the OT potentials).
+        ema_decay: decay of the inference EMAs.
+        group: process group for ``"ot"``; ``"auto"`` = the default group when initialised.
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        heads: int = 1,
+        distance: Literal["euclidean", "cosine"] = "euclidean",
+        normalize: Literal["all", "dim", "none"] = "all",
+        assignment: Literal["ot", "optvq", "nn"] = "ot",
+        temperature: float = 10.0,
+        tol: float = 1e-2,
+        max_iter: int = 200,
+        estimator: Literal["ste", "rotation"] = "ste",
+        commitment: float = 1.0,
+        codebook_weight: float = 0.25,
+        project_codebook: bool = False,
+        codebook_init: str | torch.Tensor = "normal",
+        inference: Literal["nn", "potential"] = "nn",
+        ema_decay: float = 0.99,
+        group: dist.ProcessGroup | str | None = "auto",
+    ) -> None:
+        super().__init__()
+        checks = [
+            (num_codes >= 1, f"num_codes must be >= 1, got {num_codes}"),
+            (heads >= 1 and dim % heads == 0, f"dim ({dim}) must be divisible by heads ({heads})"),
+            (distance in ("euclidean", "cosine"), f"distance must be 'euclidean' or 'cosine', got {distance!r}"),
+            (normalize in ("all", "dim", "none"), f"normalize must be 'all', 'dim' or 'none', got {normalize!r}"),
+            (assignment in ("ot", "optvq", "nn"), f"assignment must be 'ot', 'optvq' or 'nn', got {assignment!r}"),
+            (estimator in ("ste", "rotation"), f"estimator must be 'ste' or 'rotation', got {estimator!r}"),
+            (inference in ("nn", "potential"), f"inference must be 'nn' or 'potential', got {inference!r}"),
+            (temperature > 0, f"temperature must be > 0, got {temperature}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self.num_codes, self.dim, self.heads = num_codes, dim, heads
+        self.code_dim = dim // heads
+        self.distance, self.normalize, self.assignment = distance, normalize, assignment
+        self.temperature, self.estimator, self.inference = float(temperature), estimator, inference
+        self.commitment, self.codebook_weight, self.ema_decay = commitment, codebook_weight, ema_decay
+        self.group = group
+        # log mode: warm-started per-step problems need few iterations, so caching a kernel
+        # (one more B x K pass) does not pay off
+        self.solver = SinkhornSolver(tol=tol, max_iter=max_iter, mode="log")
+        self.fixed_solver = SinkhornSolver(tol=None, max_iter=5)
+        self.codebook = nn.Parameter(self._init_codes(codebook_init))
+        self.projection = None
+        if project_codebook:
+            self.projection = nn.Linear(self.code_dim, self.code_dim, bias=False)
+            nn.init.normal_(self.projection.weight, std=self.code_dim**-0.5)
+        # inference EMAs (normalisation statistics and OT column potentials) and usage counters
+        self.register_buffer("ema_g", torch.zeros(num_codes))
+        self.register_buffer("ema_stats", torch.tensor([0.0, 1.0, 0.0]))  # mean, std, min of the normalisation
+        self.register_buffer("ema_initialised", torch.tensor(False))
+        self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long))
+        self.register_buffer("disagreements", torch.zeros(2, dtype=torch.long))  # (OT != NN, tokens)
+
+    def _init_codes(self, init: str | torch.Tensor) -> torch.Tensor:
+        if isinstance(init, torch.Tensor):
+            if init.shape != (self.num_codes, self.code_dim):
+                raise ValueError(f"codebook_init must have shape ({self.num_codes}, {self.code_dim}), got {tuple(init.shape)}")
+            return init.clone().float()
+        if init == "normal":
+            return torch.randn(self.num_codes, self.code_dim)
+        if init == "uniform":
+            return (torch.rand(self.num_codes, self.code_dim) * 2 - 1) / self.num_codes
+        raise ValueError(f"codebook_init must be 'normal', 'uniform' or a tensor, got {init!r}")
+
+    # ------------------------------------------------------------------ helpers
+    def codes(self) -> torch.Tensor:
+        """(K, d) the effective codebook (after the optional projection)."""
+        return self.projection(self.codebook) if self.projection is not None else self.codebook
+
+    def _group(self) -> dist.ProcessGroup | None:
+        if self.group == "auto":
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                return dist.group.WORLD
+            return None
+        return self.group
+
+    def distances(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(n, K) float32 distances, no autocast, no gradient."""
+        with torch.no_grad(), torch.autocast(device_type=tokens.device.type, enabled=False):
+            z, c = tokens.float(), codes.float()
+            if self.distance == "cosine":
+                return 1 - F.normalize(z, dim=1) @ F.normalize(c, dim=1).T
+            return torch.cdist(z, c)
+
+    def _normalised_scores(self, dists: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``−Â`` (n, K) from the normalised distances, and the (mean, std, min) used.
+
+        ``all``: ``Â = (A − mean)/(std + 1e-6) − min`` with mean, std (unbiased) and min over the whole
+        matrix — over all ranks of ``group`` (count, sum and sum of squares all-reduced; min by MAX of
+        −min); ``dim``: the same per row; ``none``: ``Â = A``.
+        """
+        identity = torch.tensor([0.0, 1.0, 0.0], device=dists.device)
+        if self.normalize == "none":
+            return dists.neg(), identity
+        if self.normalize == "dim":
+            std, mean = torch.std_mean(dists, dim=1, keepdim=True)
+            z = (dists - mean) / (std + 1e-6)
+            return z.sub_(z.min(1, keepdim=True).values).neg_(), identity
+        flat = dists.reshape(-1)
+        moments = torch.stack([
+            torch.tensor(float(flat.numel()), dtype=torch.float64, device=dists.device),
+            flat.sum().double(),
+            torch.dot(flat, flat).double() if flat.numel() else torch.zeros((), dtype=torch.float64, device=dists.device),
+        ])
+        neg_low = (-flat.min()).double().reshape(1) if flat.numel() else torch.full((1,), -math.inf, dtype=torch.float64, device=dists.device)
+        if group is not None:
+            dist.all_reduce(moments, group=group)
+            dist.all_reduce(neg_low, op=dist.ReduceOp.MAX, group=group)
+        n, total, total_sq = moments
+        mean = total / n.clamp(min=1)
+        var = ((total_sq - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)  # unbiased, as torch.std
+        std = var.sqrt()
+        zmin = (-neg_low[0] - mean) / (std + 1e-6)
+        stats = torch.stack([mean, std, zmin]).float()
+        inv = 1.0 / (stats[1] + 1e-6)
+        # −Â = −A/(std + 1e-6) + mean/(std + 1e-6) + zmin
+        return (dists * (-inv)).add_(stats[0] * inv + stats[2]), stats
+
+    def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        dists = self.distances(tokens, codes)
+        nn_idx = dists.argmin(1)
+        if self.assignment == "nn":
+            return nn_idx, {}
+        group = self._group() if self.assignment == "ot" else None
+        scores, stats = self._normalised_scores(dists, group)
+        problem = AssignmentProblem.build(scores, 1.0 / self.temperature, group=group, check_finite=False)
+        solver = self.solver if self.assignment == "ot" else self.fixed_solver
+        init_g = self.ema_g if (self.assignment == "ot" and bool(self.ema_initialised)) else None
+        result = solver(problem, init_g=init_g)
+        idx = result.assignments()
+        with torch.no_grad():
+            g = result.g - result.g.max()
+            if bool(self.ema_initialised):
+                self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
+                self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
+            else:
+                self.ema_g.copy_(g)
+                self.ema_stats.copy_(stats)
+                self.ema_initialised.fill_(True)
+            self.disagreements += torch.tensor([int((idx != nn_idx).sum()), idx.numel()], device=idx.device)
+        return idx, {"solver_iterations": float(result.n_iters), "solver_error": float(result.error)}
+
+    def _assign_eval(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        dists = self.distances(tokens, codes)
+        if self.inference == "nn" or self.assignment == "nn" or not bool(self.ema_initialised):
+            return dists.argmin(1)
+        if self.normalize in ("dim", "none"):
+            scores, _ = self._normalised_scores(dists, None)  # per token already
+        else:
+            mean, std, zmin = self.ema_stats
+            scores = -((dists - mean) / (std + 1e-6) - zmin)
+        return (scores + self.ema_g).argmax(1)  # per token: independent of the batch
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        """Quantise ``x`` of shape (…, D) or (B, D, H, W) (channels = D)."""
+        spatial = x.dim() == 4
+        if spatial:
+            b, c, h, w = x.shape
+            flat = x.permute(0, 2, 3, 1).reshape(-1, c)
+        else:
+            flat = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x[None]
+        if flat.shape[-1] != self.dim:
+            raise ValueError(f"expected tokens of dimension {self.dim}, got input of shape {tuple(x.shape)}")
+        if not bool(torch.isfinite(flat).all()):
+            raise ValueError("the quantizer input contains NaN/Inf; check the encoder (learning rate, precision)")
+        tokens = flat.reshape(-1, self.code_dim)
+        codes = self.codes()
+        if self.training:
+            idx, stats = self._assign_train(tokens.detach(), codes.detach())
+            with torch.no_grad():
+                self.usage += torch.bincount(idx, minlength=self.num_codes)
+        else:
+            idx, stats = self._assign_eval(tokens.detach(), codes.detach()), {}
+        z_q = codes[idx].to(tokens.dtype)
+        loss = self.commitment * F.mse_loss(tokens, z_q.detach()) + self.codebook_weight * F.mse_loss(z_q, tokens.detach())
+        out = self._estimate(tokens, z_q)
+        counts = torch.bincount(idx, minlength=self.num_codes).float()
+        probs = counts / counts.sum().clamp(min=1)
+        stats.update(perplexity=float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum())),
+                     used_fraction=float((counts > 0).float().mean()))
+        out = out.reshape(flat.shape)
+        indices = idx.reshape(flat.shape[0], self.heads)
+        if spatial:
+            out = out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+            indices = indices.reshape(b, h, w, self.heads).permute(0, 3, 1, 2)
+        else:
+            out = out.reshape(x.shape)
+            indices = indices.reshape(*x.shape[:-1], self.heads) if x.dim() > 1 else indices[0]
+        return QuantizerOutput(out, indices, loss, stats)
+
+    def _estimate(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        if self.estimator == "ste":
+            return z + (z_q - z).detach()
+        # rotation trick: z_q ≈ s R z with R the rotation taking z/|z| to z_q/|z_q| (treated as constant)
+        with torch.no_grad():
+            e = F.normalize(z, dim=1)
+            q = F.normalize(z_q, dim=1)
+            r = F.normalize(e + q, dim=1)
+            scale = z_q.norm(dim=1, keepdim=True) / z.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        rz = z - 2 * r * (r * z).sum(1, keepdim=True) + 2 * q * (e * z).sum(1, keepdim=True)
+        return scale * rz
+
+    def reset_counters(self) -> None:
+        self.usage.zero_()
+        self.disagreements.zero_()

@@ -1,0 +1,51 @@
+"""VQAutoencoder + CodebookMonitor train in Lightning; the OptVQ recipe runs in smoke mode."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytorch_lightning as pl
+import torch
+
+from otlearn.data import DigitsDataModule
+from otlearn.vq import CodebookMonitor, VQAutoencoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_autoencoder_trains_and_monitor_reports(tmp_path):
+    pl.seed_everything(0)
+    model = VQAutoencoder(hidden=16, latent_dim=8, num_codes=64)
+    monitor = CodebookMonitor(plot_dir=str(tmp_path))
+    dm = DigitsDataModule(batch_size=128, augment=None)
+    dm.train_set.transform = None
+    images = dm.test_dataset().base.images[:64]
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(model(images), images)
+    trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[monitor], num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, dm)
+    model.eval()
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(model(images), images)
+    assert after < 0.6 * before
+    last = monitor.history[-1]
+    assert last["utilization"] > 0.9 and last["dead_codes"] <= 6 and 0 <= last["ot_nn_disagreement"] <= 1
+    assert 1 <= last["perplexity"] <= 64
+    assert (tmp_path / "usage_epoch004.png").exists()
+    assert "codebook/quantization_mse" in trainer.callback_metrics
+    assert "val/psnr" in trainer.callback_metrics
+
+
+def test_optvq_recipe_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, "recipes/optvq_digits.py", "--config", "configs/optvq/digits.yaml", "--smoke", "true",
+                           "--out_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["K64"]) == {"nn", "vqpytorch", "optvq_exact", "otlearn"}
+    for arm in metrics["K64"].values():
+        assert {"utilization", "perplexity", "mse", "psnr", "ms_per_step"} <= set(arm)
+    assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "report.md").exists()

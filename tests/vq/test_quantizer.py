@@ -1,0 +1,137 @@
+"""OTVectorQuantizer: the assignment against the core solver and OptVQ's formula, DDP equality,
+estimators, batch-independent inference, statistics and errors."""
+import numpy as np
+import pytest
+import torch
+
+from otlearn.ot import sinkhorn
+from otlearn.vq import OTVectorQuantizer, usage_stats
+from tests._dist import run_workers
+
+from ._workers import quantize_shard
+
+
+def _data(seed, n=300, d=8):
+    g = torch.Generator().manual_seed(seed)
+    return 2 * torch.randn(n, d, generator=g) + 1
+
+
+def _normalised(x, codes):
+    a = torch.cdist(x, codes)
+    a = (a - a.mean()) / (a.std() + 1e-6)
+    return a - a.min()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ot_assignment_is_the_core_solver_on_normalised_distances(seed):
+    torch.manual_seed(seed)
+    q = OTVectorQuantizer(32, 8, tol=1e-6, max_iter=5000)
+    x = _data(seed)
+    out = q(x)
+    ref = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, tol=1e-6, max_iter=5000).assignments()
+    assert torch.equal(out.indices[:, 0], ref)
+    counts = torch.bincount(out.indices.flatten(), minlength=32)
+    assert counts.min() >= 4  # every code used, near-equal shares (300 / 32 ≈ 9.4)
+
+
+def optvq_reference(x, codes, temperature=10.0, iters=5):
+    """OptVQ's published assignment: Q = exp(−Â·10)ᵀ, Q /= ΣQ, 5 x (codes → 1/K, samples → 1/B), argmax."""
+    a = _normalised(x, codes).double()
+    q = torch.exp(-a * temperature).T
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iters):
+        q /= q.sum(1, keepdim=True) * k
+        q /= q.sum(0, keepdim=True) * b
+    return (q * b).argmax(0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_optvq_mode_reproduces_optvq(seed):
+    torch.manual_seed(seed)
+    q = OTVectorQuantizer(64, 8, assignment="optvq")
+    x = _data(seed, n=500)
+    assert torch.equal(q(x).indices[:, 0], optvq_reference(x, q.codes().detach()))
+
+
+@pytest.mark.parametrize("world_size,sizes,normalize", [(2, [130, 57], "all"), (2, [0, 101], "all"), (3, [40, 33, 70], "dim")])
+def test_distributed_assignment_equals_single_process(world_size, sizes, normalize):
+    x = _data(7, n=sum(sizes))
+    torch.manual_seed(0)
+    single = OTVectorQuantizer(24, 8, normalize=normalize, tol=1e-6, max_iter=5000)
+    ref = single(x)
+    outs = run_workers(quantize_shard, world_size, x, sizes, 24, normalize)
+    np.testing.assert_array_equal(np.concatenate([o[0] for o in outs]), ref.indices.numpy())
+    for _, g, stats in outs:
+        np.testing.assert_allclose(g, single.ema_g.numpy(), atol=1e-4)
+        np.testing.assert_allclose(stats, single.ema_stats.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["ste", "rotation"])
+@pytest.mark.parametrize("project", [False, True])
+def test_gradients_reach_encoder_and_codebook(estimator, project):
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(16, 8, estimator=estimator, project_codebook=project)
+    x = _data(1, n=64).requires_grad_(True)
+    out = q(x)
+    (out.quantized.square().sum() + out.loss).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert q.codebook.grad is not None and q.codebook.grad.abs().sum() > 0
+    if project:
+        assert q.projection.weight.grad.abs().sum() > 0
+    # forward values are the codes either way
+    assert torch.allclose(out.quantized, q.codes()[out.indices[:, 0]], atol=1e-5)
+
+
+def test_spatial_and_multihead_shapes():
+    q = OTVectorQuantizer(32, 16, heads=4)
+    x = torch.randn(3, 16, 5, 6)
+    out = q(x)
+    assert out.quantized.shape == x.shape and out.indices.shape == (3, 4, 5, 6)
+    tokens = x.permute(0, 2, 3, 1).reshape(-1, 4)
+    codes = q.codes().detach()
+    assert torch.allclose(out.quantized.permute(0, 2, 3, 1).reshape(-1, 4), codes[out.indices.permute(0, 2, 3, 1).reshape(-1)])
+    assert tokens.shape[0] == 3 * 5 * 6 * 4
+
+
+@pytest.mark.parametrize("inference", ["nn", "potential"])
+def test_inference_tokens_do_not_depend_on_the_batch(inference):
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(32, 8, inference=inference)
+    for seed in range(5):  # train a little so the EMAs exist
+        q(_data(seed))
+    q.eval()
+    x = _data(99, n=50)
+    together = q(x).indices
+    alone = torch.cat([q(x[i : i + 1]).indices for i in range(50)])
+    assert torch.equal(together, alone)
+    if inference == "nn":
+        assert torch.equal(together[:, 0], torch.cdist(x, q.codes().detach()).argmin(1))
+
+
+def test_usage_statistics_against_hand_counts():
+    counts = torch.tensor([4, 0, 4, 0])
+    stats = usage_stats(counts)
+    assert stats["utilization"] == 0.5 and stats["dead_codes"] == 2
+    assert stats["perplexity"] == pytest.approx(2.0)
+    q = OTVectorQuantizer(8, 2, assignment="nn")
+    with torch.no_grad():
+        q.codebook.copy_(torch.arange(16, dtype=torch.float32).reshape(8, 2))
+    out = q(torch.tensor([[0.0, 1.0], [0.1, 1.0], [2.0, 3.0], [14.0, 15.0]]))
+    assert out.indices[:, 0].tolist() == [0, 0, 1, 7]
+    assert out.stats["used_fraction"] == 3 / 8
+    p = torch.tensor([0.5, 0.25, 0.25])
+    assert out.stats["perplexity"] == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-5)
+    assert q.usage.tolist() == [2, 1, 0, 0, 0, 0, 0, 1]
+
+
+def test_bad_input_is_clear():
+    q = OTVectorQuantizer(8, 4)
+    with pytest.raises(ValueError, match="dimension 4"):
+        q(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        q(torch.full((5, 4), float("nan")))
+    for kwargs, match in [(dict(num_codes=8, dim=6, heads=4), "divisible"), (dict(num_codes=8, dim=4, assignment="greedy"), "assignment"),
+                          (dict(num_codes=8, dim=4, codebook_init=torch.zeros(3, 4)), "codebook_init")]:
+        with pytest.raises(ValueError, match=match):
+            OTVectorQuantizer(**kwargs)
