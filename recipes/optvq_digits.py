@@ -98,8 +98,7 @@ def evaluate(model: VQAutoencoder, loader: DataLoader, k: int) -> dict[str, floa
 def train_arm(cfg, arm: str, k: int, seed: int) -> tuple[VQAutoencoder, dict[str, float]]:
     pl.seed_everything(seed)
     model = build_model(cfg, arm, k)
-    dm = DigitsDataModule(batch_size=cfg.batch_size, seed=seed, augment=None)
-    dm.train_set.transform = None  # VQ-VAE reconstructs the images themselves
+    dm = DigitsDataModule(batch_size=cfg.batch_size, seed=seed, augment=False)  # reconstruct the images themselves
     trainer = pl.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, limit_val_batches=0)

@@ -26,6 +26,14 @@ def test_fit_then_eval_tiny_sela(tmp_path):
     assert 0 <= metrics["nmi"] <= 1 and metrics["knn"] > 0.3
 
 
+def test_fit_tiny_vq(tmp_path):
+    fit = _otlearn(["fit", "--config", os.path.join(ROOT, "configs/vq/tiny.yaml"), "--trainer.max_epochs", "1",
+                    "--trainer.enable_progress_bar", "false"], cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert (tmp_path / "runs/vq_tiny/checkpoints/last.ckpt").exists()
+    assert (tmp_path / "runs/vq_tiny/usage/usage_epoch000.png").exists()
+
+
 def test_clear_errors(tmp_path):
     for args, message in [
         (["fit", "--config", "missing.yaml"], "config file not found: missing.yaml"),

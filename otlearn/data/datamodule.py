@@ -18,19 +18,26 @@ class DigitsDataModule(pl.LightningDataModule):
 
     Args:
         batch_size: training batch size.
-        augment: keyword arguments of :class:`DigitsAugment`, or ``None`` for no augmentation.
+        augment: ``True`` (default augmentation), ``False`` (none: e.g. for autoencoders), or
+            keyword arguments of :class:`DigitsAugment`.
         seed: seed of the shuffling and augmentation streams.
         num_workers: DataLoader workers.
     """
 
-    def __init__(self, batch_size: int = 128, augment: dict | None = None, seed: int = 0, num_workers: int = 0) -> None:
+    def __init__(self, batch_size: int = 128, augment: bool | dict = True, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.augment = {} if augment is None else augment
-        self.use_augment = augment is not False
         self.seed = seed
         self.num_workers = num_workers
-        self.train_set = IndexedDataset(Digits("train"), DigitsAugment(**self.augment), seed=seed)
+        if augment is True:
+            transform = DigitsAugment()
+        elif augment is False or augment is None:
+            transform = None
+        elif isinstance(augment, dict):
+            transform = DigitsAugment(**augment)
+        else:
+            raise ValueError(f"augment must be True, False or a dict of DigitsAugment arguments, got {augment!r}")
+        self.train_set = IndexedDataset(Digits("train"), transform, seed=seed)
 
     def label_dataset(self) -> IndexedDataset:
         return IndexedDataset(Digits("train"))

@@ -108,17 +108,20 @@ class ImageDataModule(pl.LightningDataModule):
         image_size: training crop size (32 for CIFAR, 224 for ImageNet).
         batch_size, num_workers, seed: loader settings; the train order and augmentations are
             seeded by ``(seed, epoch)``.
+        augment: SeLa/SwAV-style crops, flips and colour jitter on the training set (``False`` for
+            autoencoders, which reconstruct the images themselves).
     """
 
     def __init__(self, kind: str = "cifar10", root: str = "data", image_size: int = 32, batch_size: int = 256,
-                 num_workers: int = 8, seed: int = 0) -> None:
+                 num_workers: int = 8, seed: int = 0, augment: bool = True) -> None:
         super().__init__()
         if kind not in ("cifar10", "folder"):
             raise ValueError(f"kind must be 'cifar10' or 'folder', got {kind!r}")
         self.kind, self.root, self.image_size = kind, root, image_size
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self._train_base = self._base(train=True)  # fails fast on a missing path
-        self.train_set = IndexedDataset(self._train_base, TorchvisionAugment(standard_augment(image_size)), seed=seed)
+        transform = TorchvisionAugment(standard_augment(image_size)) if augment else None
+        self.train_set = IndexedDataset(self._train_base, transform, seed=seed)
 
     def _base(self, train: bool) -> Dataset:
         if self.kind == "cifar10":

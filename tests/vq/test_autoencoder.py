@@ -18,8 +18,7 @@ def test_autoencoder_trains_and_monitor_reports(tmp_path):
     pl.seed_everything(0)
     model = VQAutoencoder(hidden=16, latent_dim=8, num_codes=64)
     monitor = CodebookMonitor(plot_dir=str(tmp_path))
-    dm = DigitsDataModule(batch_size=128, augment=None)
-    dm.train_set.transform = None
+    dm = DigitsDataModule(batch_size=128, augment=False)
     images = dm.test_dataset().base.images[:64]
     with torch.no_grad():
         before = torch.nn.functional.mse_loss(model(images), images)
