@@ -22,6 +22,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sinkhorn.py
+	$(PY) benchmarks/vq.py
+	$(PY) benchmarks/sela_round.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

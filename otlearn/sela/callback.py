@@ -32,10 +32,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from pytorch_lightning.utilities import rank_zero_info
+
 from otlearn.data.indexed import ShardSampler
 from otlearn.ot import SinkhornSolver
 from otlearn.sela.labeling import assign_labels
 from otlearn.sela.schedule import LabelSchedule
+
+
+def label_checksum(labels: torch.Tensor) -> str:
+    """A short, stable fingerprint of a label bank (to check that a resumed run has the same labels)."""
+    import hashlib
+
+    return hashlib.sha1(labels.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:12]
 
 
 class SelfLabelCallback(pl.Callback):
@@ -109,6 +118,11 @@ class SelfLabelCallback(pl.Callback):
         self.rounds_done = list(state_dict["rounds_done"])
         self.history = list(state_dict["history"])
         self.generator_state = state_dict["generator_state"]
+        if self.labels is not None:
+            rank_zero_info(
+                f"SelfLabelCallback: restored label bank {tuple(self.labels.shape)} "
+                f"(checksum {label_checksum(self.labels)}), label rounds done at epochs {self.rounds_done}"
+            )
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
