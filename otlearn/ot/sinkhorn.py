@@ -385,6 +385,10 @@ class _KernelState(_LogState):
         self.bound = solver.log_scaling_bound
         self.stale = True  # kernel not built for the current G yet
         self.tiny = torch.finfo(problem.dtype).tiny
+        self.device_is_cpu = problem.device.type == "cpu"
+        item = torch.finfo(problem.dtype).bits // 8
+        block_rows = max(16, (3 << 20) // max(1, problem.n_cols * item))  # about 3 MiB of kernel per block
+        self.blocks = [slice(i, min(problem.n_local, i + block_rows)) for i in range(0, problem.n_local, block_rows)]
 
     def set_g(self, g: torch.Tensor) -> None:
         super().set_g(g)
@@ -416,11 +420,18 @@ class _KernelState(_LogState):
     def row_update(self) -> torch.Tensor:
         if self.stale:
             return self._rebuild()
-        kv = torch.mv(self.kernel, self.v)
-        if self.p.n_local and bool((kv <= self.tiny).any()):
-            return self._rebuild()
-        torch.div(self.p.a, kv, out=self.u)
-        col_sums = torch.mv(self.kernel.T, self.u) if self.p.n_local else torch.zeros_like(self.v)
+        # u = a / (Kmat v); column sums = v * (Kmat^T u). Kmat rows sum to 1 at a rebuild and v is
+        # bounded by e^±τ, so Kmat v cannot underflow.
+        col_sums = torch.zeros_like(self.v)
+        if self.device_is_cpu:
+            # fused over row blocks that stay in cache: Kmat is read from memory once per iteration
+            for rows in self.blocks:
+                block = self.kernel[rows]
+                u = torch.div(self.p.a[rows], torch.mv(block, self.v), out=self.u[rows])
+                col_sums.addmv_(block.T, u)
+        elif self.p.n_local:
+            torch.div(self.p.a, torch.mv(self.kernel, self.v), out=self.u)
+            col_sums = torch.mv(self.kernel.T, self.u)
         col_sums = self.p.reducer.sum_(col_sums)
         return col_sums.mul_(self.v)
 
