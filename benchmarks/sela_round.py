@@ -1,6 +1,6 @@
 """One SeLa label round at scale: N=100k samples, K=1000 clusters, T=2 heads, W=1 and W=2 processes.
 
-Each rank holds its shard of the logit banks (16 x cosine similarities of noisy 64-d cluster features to K centres),
+Each rank holds its shard of the logit banks (8 x cosine similarities of noisy 64-d cluster features to K centres),
 then runs otlearn's label step (distributed Sinkhorn per head with λ=10, balanced rounding, label
 all-gather). Reports the wall time of the round (slowest rank, median of ``--repeats``), solver
 iterations, and each rank's peak resident memory above what it held before the round (the banks
@@ -36,7 +36,7 @@ def make_logits(n: int, k: int, heads: int, rows: slice) -> list[torch.Tensor]:
         full_n = rows.stop - rows.start
         g2 = torch.Generator().manual_seed(2000 + h * 7919 + rows.start)
         feats = centers[torch.randint(0, k, (full_n,), generator=g2)] + 1.5 * torch.randn(full_n, 64, generator=g2)
-        out.append(16 * torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(centers, dim=1).T)
+        out.append(8 * torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(centers, dim=1).T)
     return out
 
 

@@ -3,7 +3,8 @@
 Arms (same encoder/decoder, same data, same seeds): ``nn`` nearest-neighbour STE; ``vqpytorch``
 vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code restart (the anchor
 users would pick); ``optvq_exact`` OptVQ's assignment (5 fixed Sinkhorn iterations, inverse
-temperature 10, per-process statistics); ``otlearn`` otlearn's tolerance-based OT assignment.
+temperature 10, per-process statistics, argmax codes); ``otlearn`` otlearn's tolerance-based OT
+assignment with exactly balanced codes per batch (``--rounding argmax`` for OptVQ's rounding).
 For K in ``num_codes`` and each seed, trains on the 70% split and evaluates on the held-out 30%
 with batch-independent (nearest-neighbour) assignment: codebook utilisation and perplexity of the
 test tokens, reconstruction MSE and PSNR; plus median milliseconds per training step.
@@ -64,6 +65,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--temperature", type=float, default=10.0)
     parser.add_argument("--tol", type=float, default=1e-2)
+    parser.add_argument("--rounding", type=str, default="balanced", help="otlearn arm: 'balanced' or 'argmax' codes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out_dir", type=str, default="runs/optvq_digits")
     parser.add_argument("--smoke", type=bool, default=False, help="K=64, 1 seed, 1 epoch: checks the pipeline only")
@@ -75,8 +77,10 @@ def build_model(cfg, arm: str, k: int) -> VQAutoencoder:
     if arm == "vqpytorch":
         return VQAutoencoder(**common, quantizer=VQPytorchAdapter(cfg.latent_dim, k))
     assignment = {"nn": "nn", "optvq_exact": "optvq", "otlearn": "ot"}[arm]
-    return VQAutoencoder(**common, assignment=assignment,
-                         quantizer_kwargs={"temperature": cfg.temperature, "tol": cfg.tol, "normalize": "all"})
+    kwargs = {"temperature": cfg.temperature, "tol": cfg.tol, "normalize": "all"}
+    if arm == "otlearn":
+        kwargs["rounding"] = cfg.rounding
+    return VQAutoencoder(**common, assignment=assignment, quantizer_kwargs=kwargs)
 
 
 @torch.no_grad()

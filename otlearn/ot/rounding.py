@@ -55,7 +55,7 @@ def balanced_assignments(problem: AssignmentProblem, g: torch.Tensor) -> torch.T
     has room. Each round either finishes or fills a column, so at most K rounds run. Only the
     candidate moves (at most the total excess) are exchanged between ranks, and every decision
     depends on global row indices, so W ranks give the labels of one process on the
-    concatenated rows.
+    concatenated rows. Vectorised: no Python loop over rows.
     """
     red = problem.reducer
     labels = argmax_assignments(problem, g)
@@ -66,52 +66,68 @@ def balanced_assignments(problem: AssignmentProblem, g: torch.Tensor) -> torch.T
         excess = counts - targets
         if not bool((excess > 0).any()):
             return labels
-        candidates = _local_candidates(problem, g, labels, excess)
-        gathered = [c for part in red.all_gather_object(candidates) for c in part]
-        gathered.sort(key=lambda c: (c[0], c[1]))
-        quota = excess.clamp(min=0).tolist()
-        room = (-excess).clamp(min=0).tolist()
-        taken = [0] * problem.n_cols
-        lo, hi = problem.row_offset, problem.row_offset + problem.n_local
-        for loss, global_row, source, dest in gathered:
-            if taken[source] >= quota[source]:
-                continue  # not among this column's excess smallest-loss rows
-            taken[source] += 1
-            if room[dest] <= 0:
-                continue
-            room[dest] -= 1
-            if lo <= global_row < hi:
-                labels[global_row - lo] = dest
+        local = _local_candidates(problem, g, labels, excess)
+        cand = _gather_rows(red, local)
+        # global order: increasing loss, ties by global row
+        cand = cand[torch.argsort(cand[:, 1], stable=True)]
+        cand = cand[torch.argsort(cand[:, 0], stable=True)]
+        src, dst = cand[:, 2].long(), cand[:, 3].long()
+        keep = _rank_within(src) < excess.clamp(min=0).cpu()[src]  # each column's excess smallest-loss rows
+        cand, dst = cand[keep], dst[keep]
+        accept = _rank_within(dst) < (-excess).clamp(min=0).cpu()[dst]  # while the destination has room
+        moves = cand[accept]
+        rows = moves[:, 1].long() - problem.row_offset
+        mine = (rows >= 0) & (rows < problem.n_local)
+        labels[rows[mine].to(labels.device)] = moves[mine, 3].long().to(labels.device)
     raise RuntimeError("balanced rounding did not finish in K+1 rounds; this is a bug, please report it")
+
+
+def _rank_within(groups: torch.Tensor) -> torch.Tensor:
+    """For each entry, how many earlier entries (in the current order) share its group value."""
+    if groups.numel() == 0:
+        return groups.clone()
+    order = torch.argsort(groups, stable=True)
+    sorted_groups = groups[order]
+    pos = torch.arange(groups.numel())
+    first = torch.ones_like(sorted_groups, dtype=torch.bool)
+    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), 0).values
+    rank = torch.empty_like(pos)
+    rank[order] = pos - start
+    return rank
+
+
+def _gather_rows(red, local: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's (m_r, 4) float64 candidate rows (variable m_r)."""
+    if red.world_size == 1:
+        return local
+    sizes = red.all_gather(torch.tensor([local.shape[0]], dtype=torch.long, device=local.device))
+    longest = int(max(int(s) for s in sizes))
+    padded = torch.zeros(longest, 4, dtype=local.dtype, device=local.device)
+    padded[: local.shape[0]] = local
+    parts = red.all_gather(padded)
+    return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)]).cpu()
 
 
 def _local_candidates(
     problem: AssignmentProblem, g: torch.Tensor, labels: torch.Tensor, excess: torch.Tensor
-) -> list[tuple[float, int, int, int]]:
+) -> torch.Tensor:
     """This rank's ``excess_k`` smallest-loss moves out of each over-full column k.
 
-    Returns ``(loss, global_row, source, destination)`` tuples; the destination is the row's best
-    column among those still under target.
+    Returns a (m, 4) float64 tensor of ``(loss, global_row, source, destination)``; the destination
+    is the row's best column among those still under target. Float64 holds row indices exactly
+    up to 2^53.
     """
     over = excess > 0
     open_cols = excess < 0
     rows = torch.nonzero(over[labels], as_tuple=True)[0]
     if rows.numel() == 0:
-        return []
+        return torch.zeros(0, 4, dtype=torch.float64)
     values = problem.scores[rows].to(problem.dtype) + g
     current = values.gather(1, labels[rows, None]).squeeze(1)
-    masked = values.masked_fill(~open_cols, -math.inf)
-    best, dest = masked.max(1)
-    loss = (current - best).double().cpu().tolist()
-    src = labels[rows].cpu().tolist()
-    dst = dest.cpu().tolist()
-    glob = (rows + problem.row_offset).cpu().tolist()
-    by_source: dict[int, list[tuple[float, int, int, int]]] = {}
-    for item in zip(loss, glob, src, dst):
-        by_source.setdefault(item[2], []).append(item)
-    quota = excess.tolist()
-    out: list[tuple[float, int, int, int]] = []
-    for source, items in by_source.items():
-        items.sort(key=lambda c: (c[0], c[1]))
-        out += items[: quota[source]]
-    return out
+    best, dest = values.masked_fill(~open_cols, -math.inf).max(1)
+    cand = torch.stack([(current - best).double(), (rows + problem.row_offset).double(),
+                        labels[rows].double(), dest.double()], 1).cpu()
+    cand = cand[torch.argsort(cand[:, 0], stable=True)]  # rows ascend already: ties stay by row
+    keep = _rank_within(cand[:, 2].long()) < excess.cpu()[cand[:, 2].long()]
+    return cand[keep]

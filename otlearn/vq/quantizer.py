@@ -64,6 +64,9 @@ class OTVectorQuantizer(nn.Module):
             iterations, per process) or ``"nn"``.
         temperature: inverse temperature on normalised distances (OptVQ: 10), ε = 1/temperature.
         tol, max_iter: solver stopping rule for ``"ot"``.
+        rounding: hard codes from the plan: ``"argmax"`` of each token's row (OptVQ), or
+            ``"balanced"``: exactly ``round(n/K)`` tokens per code over the (global) batch, so every
+            code is used whenever the batch has at least K tokens.
         estimator: ``"ste"`` or ``"rotation"`` (rotation trick, Fifty et al. 2024).
         commitment, codebook_weight: loss weights (OptVQ: 1.0 and 0.25).
         project_codebook: pass the codebook through a learned linear map (OptVQ; init std d^-0.5).
@@ -84,6 +87,7 @@ class OTVectorQuantizer(nn.Module):
         temperature: float = 10.0,
         tol: float = 1e-2,
         max_iter: int = 200,
+        rounding: Literal["argmax", "balanced"] = "argmax",
         estimator: Literal["ste", "rotation"] = "ste",
         commitment: float = 1.0,
         codebook_weight: float = 0.25,
@@ -102,6 +106,7 @@ class OTVectorQuantizer(nn.Module):
             (assignment in ("ot", "optvq", "nn"), f"assignment must be 'ot', 'optvq' or 'nn', got {assignment!r}"),
             (estimator in ("ste", "rotation"), f"estimator must be 'ste' or 'rotation', got {estimator!r}"),
             (inference in ("nn", "potential"), f"inference must be 'nn' or 'potential', got {inference!r}"),
+            (rounding in ("argmax", "balanced"), f"rounding must be 'argmax' or 'balanced', got {rounding!r}"),
             (temperature > 0, f"temperature must be > 0, got {temperature}"),
         ]
         for ok, message in checks:
@@ -111,11 +116,10 @@ class OTVectorQuantizer(nn.Module):
         self.code_dim = dim // heads
         self.distance, self.normalize, self.assignment = distance, normalize, assignment
         self.temperature, self.estimator, self.inference = float(temperature), estimator, inference
+        self.rounding = rounding
         self.commitment, self.codebook_weight, self.ema_decay = commitment, codebook_weight, ema_decay
         self.group = group
-        # log mode: warm-started per-step problems need few iterations, so caching a kernel
-        # (one more B x K pass) does not pay off
-        self.solver = SinkhornSolver(tol=tol, max_iter=max_iter, mode="log")
+        self.solver = SinkhornSolver(tol=tol, max_iter=max_iter)
         self.fixed_solver = SinkhornSolver(tol=None, max_iter=5)
         self.codebook = nn.Parameter(self._init_codes(codebook_init))
         self.projection = None
@@ -205,7 +209,7 @@ class OTVectorQuantizer(nn.Module):
         solver = self.solver if self.assignment == "ot" else self.fixed_solver
         init_g = self.ema_g if (self.assignment == "ot" and bool(self.ema_initialised)) else None
         result = solver(problem, init_g=init_g)
-        idx = result.assignments()
+        idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
         with torch.no_grad():
             g = result.g - result.g.max()
             if bool(self.ema_initialised):

@@ -135,3 +135,13 @@ def test_bad_input_is_clear():
                           (dict(num_codes=8, dim=4, codebook_init=torch.zeros(3, 4)), "codebook_init")]:
         with pytest.raises(ValueError, match=match):
             OTVectorQuantizer(**kwargs)
+
+
+def test_balanced_rounding_uses_every_code_equally():
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(32, 8, rounding="balanced")
+    x = _data(3, n=320)
+    counts = torch.bincount(q(x).indices.flatten(), minlength=32)
+    assert counts.tolist() == [10] * 32
+    with pytest.raises(ValueError, match="rounding"):
+        OTVectorQuantizer(8, 4, rounding="nearest")
