@@ -91,7 +91,7 @@ class AssignmentProblem:
         eps_value = float(eps) if isinstance(eps, (int, float)) else float("nan")
         device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
         a_sum = float(a.double().sum()) if (a is not None and not problems) else float(n_local)
-        b_print = _fingerprint(b, n_cols) if not problems else (0.0, 0.0)
+        b_print = _fingerprint(b, n_cols) if (not problems and reducer.world_size > 1) else (0.0, 0.0)
 
         statuses = reducer.all_gather_object((problems, n_local, n_cols, eps_value, a_sum, b_print))
         _raise_on_any(statuses, reducer.world_size)
