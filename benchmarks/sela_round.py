@@ -28,15 +28,21 @@ from otlearn.ot import SinkhornSolver  # noqa: E402
 from otlearn.sela.labeling import assign_labels  # noqa: E402
 
 
-def make_logits(n: int, k: int, heads: int, rows: slice) -> list[torch.Tensor]:
+def make_logits(n: int, k: int, heads: int, rows: slice, block: int = 1000) -> list[torch.Tensor]:
+    """Logits of rows ``rows`` of a fixed (n, k) problem per head: rows are drawn in blocks of
+    ``block`` from seeds (head, block index), so every sharding sees the same global problem."""
     out = []
     for h in range(heads):
-        g = torch.Generator().manual_seed(1000 + h)
-        centers = torch.randn(k, 64, generator=g)
-        full_n = rows.stop - rows.start
-        g2 = torch.Generator().manual_seed(2000 + h * 7919 + rows.start)
-        feats = centers[torch.randint(0, k, (full_n,), generator=g2)] + 1.5 * torch.randn(full_n, 64, generator=g2)
-        out.append(8 * torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(centers, dim=1).T)
+        centers = torch.randn(k, 64, generator=torch.Generator().manual_seed(1000 + h))
+        centers = torch.nn.functional.normalize(centers, dim=1)
+        parts = []
+        for b0 in range(rows.start // block * block, rows.stop, block):
+            g = torch.Generator().manual_seed(10_000 * (h + 1) + b0 // block)
+            m = min(block, n - b0)
+            feats = centers[torch.randint(0, k, (m,), generator=g)] + 1.5 * torch.randn(m, 64, generator=g) / 8
+            lo, hi = max(rows.start, b0) - b0, min(rows.stop, b0 + m) - b0
+            parts.append(8 * torch.nn.functional.normalize(feats[lo:hi], dim=1) @ centers.T)
+        out.append(torch.cat(parts) if parts else torch.zeros(0, k))
     return out
 
 

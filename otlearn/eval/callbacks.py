@@ -47,7 +47,7 @@ class KNNEvalCallback(pl.Callback):
         q_x, q_y, _ = extract(pl_module, val, pl_module.embed)
         acc = knn_accuracy(mem_x, mem_y, q_x, q_y, k=self.k, temperature=self.temperature)
         self.history.append({"epoch": trainer.current_epoch, "knn": acc})
-        pl_module.log("val/knn", acc, prog_bar=True, rank_zero_only=True)
+        pl_module.log("val/knn", acc, prog_bar=True, sync_dist=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -71,7 +71,7 @@ class ClusteringEvalCallback(pl.Callback):
         pred, target, _ = extract(pl_module, val, lambda b: pl_module.sela_logits(b)[self.head].argmax(1))
         metrics = clustering_metrics(pred.long(), target)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
-        pl_module.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, rank_zero_only=True)
+        pl_module.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

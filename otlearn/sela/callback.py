@@ -193,8 +193,8 @@ class SelfLabelCallback(pl.Callback):
         self.history.append(stats)
         head0 = {k: float(v) for k, v in stats["heads"][0].items() if k != "sizes"}
         changed = head0.pop("changed")
-        pl_module.log_dict({f"sela/{k}": v for k, v in head0.items()}, prog_bar=False, rank_zero_only=True)
-        pl_module.log("sela/changed", changed, prog_bar=True, rank_zero_only=True)
+        pl_module.log_dict({f"sela/{k}": v for k, v in head0.items()}, prog_bar=False, sync_dist=True)
+        pl_module.log("sela/changed", changed, prog_bar=True, sync_dist=True)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if not isinstance(batch, dict) or "index" not in batch:

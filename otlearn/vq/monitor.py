@@ -61,7 +61,7 @@ class CodebookMonitor(pl.Callback):
         stats["epoch"] = trainer.current_epoch
         self.history.append(stats)
         pl_module.log_dict({f"codebook/{k}": float(v) for k, v in stats.items() if k != "epoch"},
-                           prog_bar=False, rank_zero_only=True)
+                           prog_bar=False, sync_dist=True)
         if self.plot_dir and trainer.is_global_zero:
             self.plot(counts, os.path.join(self.plot_dir, f"usage_epoch{trainer.current_epoch:03d}.png"))
 
@@ -75,7 +75,7 @@ class CodebookMonitor(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._val_n:
             totals = self._reduce(torch.tensor([self._val_sq, float(self._val_n)], dtype=torch.float64))
-            pl_module.log("codebook/quantization_mse", float(totals[0] / totals[1]), rank_zero_only=True)
+            pl_module.log("codebook/quantization_mse", float(totals[0] / totals[1]), sync_dist=True)
         self._val_sq, self._val_n = 0.0, 0
 
     @staticmethod
