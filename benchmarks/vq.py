@@ -4,7 +4,8 @@ Part 1 (fit): tokens from a 64-component Gaussian mixture in d dimensions; a cod
 (inits: uniform ±1/K as taming's VQGAN, offset N(3, 0.1), N(0, 1)) trained by Adam through each
 arm's loss for ``--steps`` steps of batch 1024; then utilisation (codes used by nearest-neighbour
 assignment of 16,384 fresh tokens) and quantisation MSE. Arms: ``nn`` (nearest-neighbour STE),
-``optvq`` (OptVQ's exact 5-iteration assignment), ``otlearn`` (tolerance-based OT), and
+``optvq`` (OptVQ's exact 5-iteration assignment), ``otlearn`` (tolerance-based OT, argmax codes),
+``otlearn_balanced`` (the same with exactly balanced codes per batch), and
 vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code restart.
 
 Part 2 (step time): a quantizer training step (forward, backward, Adam) at batch 256 tokens and
@@ -54,8 +55,9 @@ def make_arm(arm: str, k: int, d: int, init: str):
         vq = VectorQuantize(dim=d, codebook_size=k, decay=0.8, commitment_weight=1.0, kmeans_init=True,
                             kmeans_iters=10, threshold_ema_dead_code=2)
         return vq, lambda x: vq(x[None])[2].sum(), lambda: vq.codebook.detach().reshape(k, d)
-    q = OTVectorQuantizer(k, d, assignment={"nn": "nn", "optvq": "optvq", "otlearn": "ot"}[arm],
-                          codebook_init=init_codes(init, k, d), tol=1e-2)
+    q = OTVectorQuantizer(k, d, assignment={"nn": "nn", "optvq": "optvq", "otlearn": "ot", "otlearn_balanced": "ot"}[arm],
+                          codebook_init=init_codes(init, k, d), tol=1e-2,
+                          rounding="balanced" if arm == "otlearn_balanced" else "argmax")
     return q, lambda x: q(x).loss, lambda: q.codes().detach()
 
 
@@ -132,7 +134,7 @@ def main() -> None:
     ks = [256] if args.quick else [256, 1024, 4096]
     dims = [8] if args.quick else [8, 32]
     inits = ["uniform", "offset", "normal"]
-    arms = ["nn", "vqpytorch", "optvq", "otlearn"]
+    arms = ["nn", "vqpytorch", "optvq", "otlearn", "otlearn_balanced"]
     rows = []
     t0 = time.time()
     for k in ks:
