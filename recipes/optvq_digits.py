@@ -4,7 +4,8 @@ Arms (same encoder/decoder, same data, same seeds): ``nn`` nearest-neighbour STE
 vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code restart (the anchor
 users would pick); ``optvq_exact`` OptVQ's assignment (5 fixed Sinkhorn iterations, inverse
 temperature 10, per-process statistics, argmax codes); ``otlearn`` otlearn's tolerance-based OT
-assignment with exactly balanced codes per batch (``--rounding argmax`` for OptVQ's rounding).
+assignment with exactly balanced codes per batch and an EMA codebook (``--rounding argmax``,
+``--codebook_update gradient`` give OptVQ's choices on otlearn's solver).
 For K in ``num_codes`` and each seed, trains on the 70% split and evaluates on the held-out 30%
 with batch-independent (nearest-neighbour) assignment: codebook utilisation and perplexity of the
 test tokens, reconstruction MSE and PSNR; plus median milliseconds per training step.
@@ -66,6 +67,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--temperature", type=float, default=10.0)
     parser.add_argument("--tol", type=float, default=1e-2)
     parser.add_argument("--rounding", type=str, default="balanced", help="otlearn arm: 'balanced' or 'argmax' codes")
+    parser.add_argument("--codebook_update", type=str, default="ema", help="otlearn arm: 'ema' or 'gradient'")
+    parser.add_argument("--ema_decay", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out_dir", type=str, default="runs/optvq_digits")
     parser.add_argument("--smoke", type=bool, default=False, help="K=64, 1 seed, 1 epoch: checks the pipeline only")
@@ -79,7 +82,7 @@ def build_model(cfg, arm: str, k: int) -> VQAutoencoder:
     assignment = {"nn": "nn", "optvq_exact": "optvq", "otlearn": "ot"}[arm]
     kwargs = {"temperature": cfg.temperature, "tol": cfg.tol, "normalize": "all"}
     if arm == "otlearn":
-        kwargs["rounding"] = cfg.rounding
+        kwargs.update(rounding=cfg.rounding, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay)
     return VQAutoencoder(**common, assignment=assignment, quantizer_kwargs=kwargs)
 
 

@@ -107,7 +107,7 @@ class VQAutoencoder(pl.LightningModule):
         self.log_dict({"val/mse": mse, "val/psnr": psnr(mse)}, prog_bar=True, batch_size=images.shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
 
 
 def psnr(mse: torch.Tensor | float, peak: float = 1.0) -> torch.Tensor:

@@ -70,6 +70,9 @@ class OTVectorQuantizer(nn.Module):
         estimator: ``"ste"`` or ``"rotation"`` (rotation trick, Fifty et al. 2024).
         commitment, codebook_weight: loss weights (OptVQ: 1.0 and 0.25).
         project_codebook: pass the codebook through a learned linear map (OptVQ; init std d^-0.5).
+        codebook_update: ``"gradient"`` (OptVQ: the codebook loss trains the codes) or ``"ema"``: each
+            code becomes an exponential moving average (``ema_decay``) of the tokens assigned to it, with
+            counts and sums all-reduced over the process group (VQ-VAE-2 style; no codebook loss).
         codebook_init: ``"normal"`` N(0, 1), ``"uniform"`` ±1/K (taming's) or a (K, d) tensor.
         inference: ``"nn"`` (default) or ``"potential"`` (EMA of the OT potentials).
         ema_decay: decay of the inference EMAs.
@@ -92,6 +95,7 @@ class OTVectorQuantizer(nn.Module):
         commitment: float = 1.0,
         codebook_weight: float = 0.25,
         project_codebook: bool = False,
+        codebook_update: Literal["gradient", "ema"] = "gradient",
         codebook_init: str | torch.Tensor = "normal",
         inference: Literal["nn", "potential"] = "nn",
         ema_decay: float = 0.99,
@@ -107,6 +111,8 @@ class OTVectorQuantizer(nn.Module):
             (estimator in ("ste", "rotation"), f"estimator must be 'ste' or 'rotation', got {estimator!r}"),
             (inference in ("nn", "potential"), f"inference must be 'nn' or 'potential', got {inference!r}"),
             (rounding in ("argmax", "balanced"), f"rounding must be 'argmax' or 'balanced', got {rounding!r}"),
+            (codebook_update in ("gradient", "ema"), f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}"),
+            (not (codebook_update == "ema" and project_codebook), "codebook_update='ema' cannot be combined with project_codebook"),
             (temperature > 0, f"temperature must be > 0, got {temperature}"),
         ]
         for ok, message in checks:
@@ -121,7 +127,11 @@ class OTVectorQuantizer(nn.Module):
         self.group = group
         self.solver = SinkhornSolver(tol=tol, max_iter=max_iter)
         self.fixed_solver = SinkhornSolver(tol=None, max_iter=5)
-        self.codebook = nn.Parameter(self._init_codes(codebook_init))
+        self.codebook_update = codebook_update
+        self.codebook = nn.Parameter(self._init_codes(codebook_init), requires_grad=codebook_update == "gradient")
+        if codebook_update == "ema":
+            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_sum", self.codebook.detach().clone())
         self.projection = None
         if project_codebook:
             self.projection = nn.Linear(self.code_dim, self.code_dim, bias=False)
@@ -252,10 +262,15 @@ class OTVectorQuantizer(nn.Module):
             idx, stats = self._assign_train(tokens.detach(), codes.detach())
             with torch.no_grad():
                 self.usage += torch.bincount(idx, minlength=self.num_codes)
+                if self.codebook_update == "ema":
+                    self._ema_update(tokens.detach(), idx)
+                    codes = self.codes()
         else:
             idx, stats = self._assign_eval(tokens.detach(), codes.detach()), {}
         z_q = codes[idx].to(tokens.dtype)
-        loss = self.commitment * F.mse_loss(tokens, z_q.detach()) + self.codebook_weight * F.mse_loss(z_q, tokens.detach())
+        loss = self.commitment * F.mse_loss(tokens, z_q.detach())
+        if self.codebook_update == "gradient":
+            loss = loss + self.codebook_weight * F.mse_loss(z_q, tokens.detach())
         out = self._estimate(tokens, z_q)
         counts = torch.bincount(idx, minlength=self.num_codes).float()
         probs = counts / counts.sum().clamp(min=1)
@@ -270,6 +285,21 @@ class OTVectorQuantizer(nn.Module):
             out = out.reshape(x.shape)
             indices = indices.reshape(*x.shape[:-1], self.heads) if x.dim() > 1 else indices[0]
         return QuantizerOutput(out, indices, loss, stats)
+
+    def _ema_update(self, tokens: torch.Tensor, idx: torch.Tensor) -> None:
+        """``N_k ← γN_k + (1−γ)n_k``, ``m_k ← γm_k + (1−γ)Σ_{i→k} z_i``, code_k = m_k / N_k (Laplace-smoothed)."""
+        counts = torch.bincount(idx, minlength=self.num_codes).to(tokens.dtype)
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, tokens.to(self.ema_sum.dtype))
+        group = self._group()
+        if group is not None:
+            dist.all_reduce(counts, group=group)
+            dist.all_reduce(sums, group=group)
+        decay = self.ema_decay
+        self.ema_count.mul_(decay).add_((1 - decay) * counts)
+        self.ema_sum.mul_(decay).add_((1 - decay) * sums)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + 1e-5) / (total + self.num_codes * 1e-5) * total
+        self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
 
     def _estimate(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         if self.estimator == "ste":

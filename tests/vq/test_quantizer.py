@@ -145,3 +145,18 @@ def test_balanced_rounding_uses_every_code_equally():
     assert counts.tolist() == [10] * 32
     with pytest.raises(ValueError, match="rounding"):
         OTVectorQuantizer(8, 4, rounding="nearest")
+
+
+def test_ema_codebook_tracks_assigned_tokens():
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(16, 4, codebook_update="ema", ema_decay=0.5, rounding="balanced")
+    assert not q.codebook.requires_grad
+    x = torch.randn(160, 4) + 5
+    for _ in range(30):
+        out = q(x)
+    # every code sits at the mean of the tokens assigned to it (the assignment has settled)
+    idx = out.indices[:, 0]
+    for k in range(16):
+        assert torch.allclose(q.codebook[k], x[idx == k].mean(0), atol=1e-2)
+    with pytest.raises(ValueError, match="codebook_update"):
+        OTVectorQuantizer(8, 4, codebook_update="kmeans")
