@@ -5,7 +5,7 @@ Part 1 (fit): tokens from a 64-component Gaussian mixture in d dimensions; a cod
 arm's loss for ``--steps`` steps of batch 1024; then utilisation (codes used by nearest-neighbour
 assignment of 16,384 fresh tokens) and quantisation MSE. Arms: ``nn`` (nearest-neighbour STE),
 ``optvq`` (OptVQ's exact 5-iteration assignment), ``otlearn`` (tolerance-based OT, argmax codes),
-``otlearn_balanced`` (the same with exactly balanced codes per batch), and
+``otlearn_balanced_ema`` (balanced codes per batch and an EMA codebook, the recipe's choice), and
 vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code restart.
 
 Part 2 (step time): a quantizer training step (forward, backward, Adam) at batch 256 tokens and
@@ -55,9 +55,11 @@ def make_arm(arm: str, k: int, d: int, init: str):
         vq = VectorQuantize(dim=d, codebook_size=k, decay=0.8, commitment_weight=1.0, kmeans_init=True,
                             kmeans_iters=10, threshold_ema_dead_code=2)
         return vq, lambda x: vq(x[None])[2].sum(), lambda: vq.codebook.detach().reshape(k, d)
-    q = OTVectorQuantizer(k, d, assignment={"nn": "nn", "optvq": "optvq", "otlearn": "ot", "otlearn_balanced": "ot"}[arm],
+    recommended = arm == "otlearn_balanced_ema"
+    q = OTVectorQuantizer(k, d, assignment={"nn": "nn", "optvq": "optvq", "otlearn": "ot", "otlearn_balanced_ema": "ot"}[arm],
                           codebook_init=init_codes(init, k, d), tol=1e-2,
-                          rounding="balanced" if arm == "otlearn_balanced" else "argmax")
+                          rounding="balanced" if recommended else "argmax",
+                          codebook_update="ema" if recommended else "gradient", ema_decay=0.8)
     return q, lambda x: q(x).loss, lambda: q.codes().detach()
 
 
@@ -134,7 +136,7 @@ def main() -> None:
     ks = [256] if args.quick else [256, 1024, 4096]
     dims = [8] if args.quick else [8, 32]
     inits = ["uniform", "offset", "normal"]
-    arms = ["nn", "vqpytorch", "optvq", "otlearn", "otlearn_balanced"]
+    arms = ["nn", "vqpytorch", "optvq", "otlearn", "otlearn_balanced_ema"]
     rows = []
     t0 = time.time()
     for k in ks:
