@@ -28,6 +28,11 @@ def _loader_from(trainer: pl.Trainer, source: Callable[[pl.Trainer], DataLoader]
     return obj if isinstance(obj, DataLoader) else DataLoader(obj, batch_size=512)
 
 
+def _first_val_loader(trainer: pl.Trainer) -> DataLoader:
+    loaders = trainer.val_dataloaders
+    return loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+
+
 class KNNEvalCallback(pl.Callback):
     """Weighted cosine kNN accuracy of ``embed`` features: memory = the un-augmented training set
     (``datamodule.eval_train_dataset()`` by default), queries = the validation loader."""
@@ -42,8 +47,7 @@ class KNNEvalCallback(pl.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
             return
         mem_x, mem_y, _ = extract(pl_module, _loader_from(trainer, self.memory), pl_module.embed)
-        val = trainer.val_dataloaders
-        val = val[0] if isinstance(val, (list, tuple)) else val
+        val = _first_val_loader(trainer)
         q_x, q_y, _ = extract(pl_module, val, pl_module.embed)
         acc = knn_accuracy(mem_x, mem_y, q_x, q_y, k=self.k, temperature=self.temperature)
         self.history.append({"epoch": trainer.current_epoch, "knn": acc})
@@ -66,8 +70,7 @@ class ClusteringEvalCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
             return
-        val = trainer.val_dataloaders
-        val = val[0] if isinstance(val, (list, tuple)) else val
+        val = _first_val_loader(trainer)
         pred, target, _ = extract(pl_module, val, lambda b: pl_module.sela_logits(b)[self.head].argmax(1))
         metrics = clustering_metrics(pred.long(), target)
         self.history.append({"epoch": trainer.current_epoch, **metrics})

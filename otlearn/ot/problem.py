@@ -61,6 +61,11 @@ class AssignmentProblem:
     def device(self) -> torch.device:
         return self.scores.device
 
+    def row_blocks(self, chunk_size: int | None = None) -> list[slice]:
+        """Slices of this rank's rows, ``chunk_size`` rows each (default: about 2**20 scores per block)."""
+        size = chunk_size or max(1, (1 << 20) // max(self.n_cols, 1))
+        return [slice(start, min(self.n_local, start + size)) for start in range(0, self.n_local, size)]
+
     @classmethod
     def build(
         cls,

@@ -15,16 +15,10 @@ import torch
 from otlearn.ot.problem import AssignmentProblem
 
 
-def _row_chunks(n: int, n_cols: int):
-    size = max(1, (1 << 20) // max(n_cols, 1))
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
 def argmax_assignments(problem: AssignmentProblem, g: torch.Tensor) -> torch.Tensor:
     """(n_local,) int64 ``argmax_k (S_ik + g_k)``, computed in row chunks."""
     labels = torch.empty(problem.n_local, dtype=torch.long, device=problem.device)
-    for rows in _row_chunks(problem.n_local, problem.n_cols):
+    for rows in problem.row_blocks():
         labels[rows] = (problem.scores[rows].to(problem.dtype) + g).argmax(1)
     return labels
 

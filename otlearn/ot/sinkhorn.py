@@ -279,12 +279,6 @@ def _column_error(col_sums: torch.Tensor, b: torch.Tensor) -> float:
     return float(((col_sums[positive] / b[positive]) - 1.0).abs().max())
 
 
-def _chunks(n: int, n_cols: int, chunk_size: int | None):
-    size = chunk_size or max(1, (1 << 20) // max(n_cols, 1))
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
 class _LogState:
     """Log-domain iterates: potentials ``f`` (n_local,) and ``g`` (K,), streamed in row chunks."""
 
@@ -312,7 +306,7 @@ class _LogState:
         p, eps = self.p, self.p.eps
         col_max = torch.full((p.n_cols,), -math.inf, dtype=p.dtype, device=p.device)
         col_sum = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
-        for rows in _chunks(p.n_local, p.n_cols, self.chunk_size):
+        for rows in p.row_blocks(self.chunk_size):
             z = p.scores[rows].to(p.dtype) + f[rows, None]
             new_max = torch.maximum(col_max, z.amax(0))
             safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
@@ -339,7 +333,7 @@ class _LogState:
         p, eps = self.p, self.p.eps
         col_sums = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
         g_scaled = g / eps
-        for rows in _chunks(p.n_local, p.n_cols, self.chunk_size):
+        for rows in p.row_blocks(self.chunk_size):
             block = p.scores[rows]
             if block.dtype.itemsize > g_scaled.dtype.itemsize:
                 block = block.to(p.dtype)  # float64 scores, float32 compute

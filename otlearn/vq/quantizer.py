@@ -260,20 +260,21 @@ class OTVectorQuantizer(nn.Module):
         codes = self.codes()
         if self.training:
             idx, stats = self._assign_train(tokens.detach(), codes.detach())
-            with torch.no_grad():
-                self.usage += torch.bincount(idx, minlength=self.num_codes)
-                if self.codebook_update == "ema":
-                    self._ema_update(tokens.detach(), idx)
-                    codes = self.codes()
         else:
             idx, stats = self._assign_eval(tokens.detach(), codes.detach()), {}
+        counts = torch.bincount(idx, minlength=self.num_codes)
+        if self.training:
+            with torch.no_grad():
+                self.usage += counts
+                if self.codebook_update == "ema":
+                    self._ema_update(tokens.detach(), idx, counts)
+                    codes = self.codes()
         z_q = codes[idx].to(tokens.dtype)
         loss = self.commitment * F.mse_loss(tokens, z_q.detach())
         if self.codebook_update == "gradient":
             loss = loss + self.codebook_weight * F.mse_loss(z_q, tokens.detach())
         out = self._estimate(tokens, z_q)
-        counts = torch.bincount(idx, minlength=self.num_codes).float()
-        probs = counts / counts.sum().clamp(min=1)
+        probs = counts.float() / counts.sum().clamp(min=1)
         stats.update(perplexity=float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum())),
                      used_fraction=float((counts > 0).float().mean()))
         out = out.reshape(flat.shape)
@@ -286,9 +287,9 @@ class OTVectorQuantizer(nn.Module):
             indices = indices.reshape(*x.shape[:-1], self.heads) if x.dim() > 1 else indices[0]
         return QuantizerOutput(out, indices, loss, stats)
 
-    def _ema_update(self, tokens: torch.Tensor, idx: torch.Tensor) -> None:
+    def _ema_update(self, tokens: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         """``N_k ← γN_k + (1−γ)n_k``, ``m_k ← γm_k + (1−γ)Σ_{i→k} z_i``, code_k = m_k / N_k (Laplace-smoothed)."""
-        counts = torch.bincount(idx, minlength=self.num_codes).to(tokens.dtype)
+        counts = counts.to(tokens.dtype)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, tokens.to(self.ema_sum.dtype))
         group = self._group()
         if group is not None:
