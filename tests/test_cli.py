@@ -51,3 +51,12 @@ def test_clear_errors(tmp_path):
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     helped = _otlearn(["--help"], cwd=tmp_path, timeout=120)
     assert helped.returncode == 0 and "otlearn eval --checkpoint" in helped.stdout
+
+
+def test_fit_tiny_point2mask(tmp_path):
+    fit = _otlearn(["fit", "--config", os.path.join(ROOT, "configs/point2mask/tiny.yaml"), "--trainer.max_epochs", "1",
+                    "--trainer.enable_progress_bar", "false"], cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert (tmp_path / "runs/point2mask_tiny/checkpoints/last.ckpt").exists()
+    header = (tmp_path / "runs/point2mask_tiny/logs/metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/pq", "val/pq_th", "val/pq_st", "train/loss_boundary"} <= set(header)

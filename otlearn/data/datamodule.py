@@ -61,3 +61,45 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+
+class ShapesDataModule(pl.LightningDataModule):
+    """Synthetic panoptic shapes (:class:`~otlearn.data.shapes.SyntheticPanopticShapes`) for
+    point-supervised segmentation: disjoint seeds for the train and held-out splits.
+
+    Args:
+        train_size, val_size: number of images per split.
+        image_size: side in pixels.
+        seed: train images use ``seed``, held-out images ``seed + 1``.
+        batch_size, num_workers: loader settings.
+    """
+
+    def __init__(self, train_size: int = 96, val_size: int = 48, image_size: int = 64, seed: int = 0,
+                 batch_size: int = 16, num_workers: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        from otlearn.data.shapes import SyntheticPanopticShapes
+
+        hp = self.hparams
+        self.train_set = SyntheticPanopticShapes(hp.train_size, hp.image_size, seed=hp.seed)
+        self.val_set = SyntheticPanopticShapes(hp.val_size, hp.image_size, seed=hp.seed + 1)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        from otlearn.data.shapes import collate_panoptic
+
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate_panoptic,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,170 @@
+"""Pseudo-mask generation: the OT/nearest-point identity, batching, reseeding, baselines, bad input."""
+import pytest
+import torch
+
+from otlearn.point2mask import CostWeights, PseudoMaskGenerator, category_map, point_distances
+from otlearn.point2mask.masks import IGNORE, euclidean_distances, reseed
+
+
+def _random_image(seed: int, size: int = 32, classes: int = 4, k_max: int = 7):
+    """Random smooth class maps in which every pixel is a thing (classes 0..2 things, 3 stuff)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.nn.functional.avg_pool2d(torch.randn(1, classes, size, size, generator=g, dtype=torch.float64),
+                                            5, 1, 2)[0] * 4
+    logits[3] -= 100.0  # no stuff: every pixel is a thing pixel
+    probs = torch.softmax(logits, 0)
+    k = int(torch.randint(2, k_max + 1, (1,), generator=g))
+    points = torch.stack([torch.randint(0, size, (k,), generator=g), torch.randint(0, size, (k,), generator=g)], 1)
+    labels = torch.randint(0, 3, (k,), generator=g)
+    boundary = torch.rand(size, size, generator=g, dtype=torch.float64)
+    return probs, points, labels, boundary
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ot_with_nearest_cell_capacities_reproduces_the_nearest_point_partition(seed):
+    """Unregularised OT with the nearest-cell sizes as capacities is solved by the nearest-point
+    partition; at small ε the entropic plan's argmax reproduces it on every pixel except entropic
+    near-ties, pixels whose two smallest normalised costs are closer than 5ε (checked to be under 2%)."""
+    probs, points, labels, boundary = _random_image(seed)
+    eps = 1e-4
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", eps=eps, tol=1e-4, max_iter=100_000,
+                              class_presence=False)
+    out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
+    cmap = category_map(probs.double(), points, labels, 1, class_presence=False)
+    dist = point_distances(cmap, points, boundary.double(), None, gen.weights)
+    nearest = dist.argmin(0)
+    two = (dist / dist.max()).topk(2, dim=0, largest=False).values
+    clear = (two[1] - two[0]) > 5 * eps
+    assert torch.equal(out.instance[clear], nearest[clear])
+    assert int((~clear).sum()) <= 0.02 * clear.numel()
+    assert torch.equal(out.capacities, torch.bincount(nearest.reshape(-1), minlength=len(points)).double())
+
+
+def test_default_settings_differ_from_the_nearest_partition_only_at_near_ties():
+    changed, total = 0, 0
+    for seed in range(6):
+        probs, points, labels, boundary = _random_image(seed)
+        gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", class_presence=False)
+        out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
+        cmap = category_map(probs.double(), points, labels, 1, class_presence=False)
+        nearest = point_distances(cmap, points, boundary.double(), None, gen.weights).argmin(0)
+        changed += int((out.instance != nearest).sum())
+        total += nearest.numel()
+    assert changed / total < 0.01
+
+
+def test_transport_meets_the_capacities():
+    probs, points, labels, boundary = _random_image(11, k_max=5)
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", tol=1e-3, class_presence=False)
+    dist = point_distances(probs.double(), points, boundary.double()).reshape(len(points), -1)
+    caps = torch.linspace(1.0, 3.0, len(points), dtype=torch.float64)
+    owner, _ = gen.transport(dist, caps)
+    counts = torch.bincount(owner, minlength=len(points)).double()
+    target = caps / caps.sum() * dist.shape[1]
+    assert torch.allclose(counts, target, atol=0.03 * dist.shape[1])
+
+
+@pytest.mark.parametrize("method", ["voronoi", "geodesic", "centroid", "ot", "watershed"])
+def test_batched_equals_per_image(method):
+    images = [_random_image(s, size=24) for s in (3, 4, 5)]
+    probs = torch.stack([im[0] for im in images]).float()
+    boundary = torch.stack([im[3] for im in images]).float()
+    emb = torch.randn(3, 6, 24, 24, generator=torch.Generator().manual_seed(0))
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method=method)
+    batched = gen(probs, [im[1] for im in images], [im[2] for im in images], boundary=boundary, embeddings=emb)
+    for b, im in enumerate(images):
+        single = gen(probs[b:b + 1], [im[1]], [im[2]], boundary=boundary[b:b + 1], embeddings=emb[b:b + 1])[0]
+        assert torch.equal(batched[b].segment_ids, single.segment_ids)
+        assert batched[b].segments == single.segments
+
+
+def test_voronoi_is_the_euclidean_nearest_point_inside_the_foreground():
+    probs, points, labels, _ = _random_image(7)
+    out = PseudoMaskGenerator(4, [0, 1, 2], method="voronoi")(probs[None], [points], [labels])[0]
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    d = ((ys[None] - points[:, 0, None, None]) ** 2 + (xs[None] - points[:, 1, None, None]) ** 2).double()
+    assert torch.equal(out.instance, d.argmin(0))
+    assert torch.allclose(euclidean_distances(points, (32, 32)) ** 2, d)
+
+
+def test_reseed_moves_to_the_centroid_only_when_it_and_the_point_are_inside():
+    fg = torch.zeros(20, 20, dtype=torch.bool)
+    fg[2:9, 2:9] = True  # a square: its centroid (5, 5) is inside
+    fg[12:19, 12:19] = True
+    fg[14:17, 14:17] = False  # a ring: its centroid (15, 15) is outside
+    owner_map = torch.full((20, 20), -1)
+    owner_map[2:9, 2:9] = 0
+    owner_map[fg & (torch.arange(20)[:, None] >= 12)] = 1
+    seeds = torch.tensor([[2, 2], [12, 12]])
+    new = reseed(owner_map[fg], fg, seeds)
+    assert new[0].tolist() == [5, 5]
+    assert new[1].tolist() == [12, 12]
+
+
+def test_stuff_labels_follow_the_argmax_and_are_ignored_when_unsure():
+    probs = torch.zeros(3, 10, 10)
+    probs[1] = 0.9  # confident stuff class 1 on the left
+    probs[2] = 0.1
+    probs[1, :, 5:] = 0.45  # unsure on the right
+    probs[2, :, 5:] = 0.55 - 0.1
+    probs[0, :, 5:] = 0.1
+    out = PseudoMaskGenerator(3, [0], method="ot")(probs[None], [torch.tensor([[0, 0]])], [torch.tensor([1])])[0]
+    assert (out.semantic[:, :5] == 1).all()
+    assert (out.semantic[:, 5:] == IGNORE).all()
+    assert (out.segment_ids[:, 5:] == 0).all() and out.instance.max() == -1
+
+
+def test_an_image_without_points_is_all_void():
+    out = PseudoMaskGenerator(3, [0])(torch.rand(1, 3, 8, 8).softmax(1), [torch.zeros(0, 2, dtype=torch.long)],
+                                       [torch.zeros(0, dtype=torch.long)])[0]
+    assert (out.segment_ids == 0).all() and (out.semantic == IGNORE).all() and out.segments == []
+
+
+@pytest.mark.parametrize("points,labels,match", [
+    (torch.tensor([[3, 8]]), torch.tensor([0]), "outside the 8 x 8 image"),
+    (torch.tensor([[-1, 2]]), torch.tensor([0]), "outside"),
+    (torch.tensor([[1, 1]]), torch.tensor([3]), r"must lie in \[0, 3\)"),
+    (torch.tensor([[1, 1], [2, 2]]), torch.tensor([0]), "2 points but 1 labels"),
+])
+def test_bad_points_raise_clear_errors(points, labels, match):
+    gen = PseudoMaskGenerator(3, [0])
+    with pytest.raises(ValueError, match=match):
+        gen(torch.rand(1, 3, 8, 8).softmax(1), [points], [labels])
+
+
+def test_bad_maps_raise_clear_errors():
+    gen = PseudoMaskGenerator(3, [0])
+    pts, lab = [torch.tensor([[1, 1]])], [torch.tensor([0])]
+    bad = torch.rand(1, 3, 8, 8)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        gen(bad, pts, lab)
+    with pytest.raises(ValueError, match="num_classes=3"):
+        gen(torch.rand(1, 4, 8, 8), pts, lab)
+    with pytest.raises(ValueError, match="boundary"):
+        gen(torch.rand(1, 3, 8, 8), pts, lab, boundary=torch.rand(1, 7, 8))
+    with pytest.raises(ValueError, match="one points tensor"):
+        gen(torch.rand(2, 3, 8, 8), pts, lab)
+    with pytest.raises(ValueError, match="thing_classes"):
+        PseudoMaskGenerator(3, [5])
+    with pytest.raises(ValueError, match="method"):
+        PseudoMaskGenerator(3, [0], method="nearest")
+
+
+def test_watershed_leaves_a_component_without_marker_void():
+    probs = torch.zeros(1, 3, 20, 20)
+    probs[0, 1] = 1.0
+    probs[0, 0, 2:8, 2:8] = 2.0
+    probs[0, 0, 12:18, 12:18] = 2.0
+    out = PseudoMaskGenerator(3, [0], method="watershed")(probs.softmax(1), [torch.tensor([[3, 3], [10, 10]])],
+                                                          [torch.tensor([0, 1])])[0]
+    assert (out.segment_ids[2:8, 2:8] == 1).all()
+    assert (out.segment_ids[12:18, 12:18] == 0).all()
+    assert [s["isthing"] for s in out.segments] == [True, False]
+
+
+def test_category_map_keeps_present_classes_and_marks_point_squares():
+    probs = torch.full((3, 9, 9), 1 / 3)
+    cmap = category_map(probs, torch.tensor([[4, 4]]), torch.tensor([2]), square=3)
+    assert (cmap[:2] == 0).all()  # classes without a point are zeroed
+    assert (cmap[2, 3:6, 3:6] == 1).all() and cmap[2, 0, 0] == pytest.approx(1 / 3)
