@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sinkhorn.py
 	$(PY) benchmarks/vq.py
 	$(PY) benchmarks/sela_round.py
+	$(PY) benchmarks/point2mask.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

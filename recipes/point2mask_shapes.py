@@ -17,7 +17,8 @@ classes + ``map_noise`` · smooth Gaussian noise), boundary = Sobel edge magnitu
 
 Part 2 — training. ``PointSupervisedSegmentation`` (timm encoder, never pretrained) trained from
 the points with OT pseudo-masks and, separately, with Voronoi pseudo-masks regenerated at every
-step from its own maps; PQ, PQ_th, PQ_st and mIoU on held-out images (no points at test time).
+step from its own maps, for each training seed; PQ, PQ_th, PQ_st and mIoU on held-out images (no
+points at test time), means over seeds.
 The pseudo arms are also scored on the maps of the OT-trained network (training images).
 
 Writes ``<out_dir>/metrics.json`` (PQ values in points, 0-100: ``pseudo`` → arm → ``pq_th``,
@@ -71,7 +72,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--backbone", type=str, default="resnet18")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train_seeds", type=list[int], default=[0, 1, 2], help="training seeds (data and init)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--progress_bar", type=bool, default=False)
     parser.add_argument("--out_dir", type=str, default="runs/point2mask_shapes")
@@ -133,12 +134,7 @@ def summarise(per_image: dict, seconds: dict, n_boot: int) -> dict:
     table = {}
     for arm, metrics in per_image.items():
         est, low, high = bootstrap_pq(metrics, "th", n_boot=n_boot)
-        pooled = PanopticQuality(THING_IDS, STUFF_IDS)
-        for m in metrics:
-            for d_all, d_one in ((pooled.iou, m.iou), (pooled.tp, m.tp), (pooled.fp, m.fp), (pooled.fn, m.fn)):
-                for c in d_one:
-                    d_all[c] += d_one[c]
-        full = pooled.compute()
+        full = PanopticQuality.pooled(metrics).compute()
         row = {"pq_th": 100 * est, "pq_th_ci_low": 100 * low, "pq_th_ci_high": 100 * high,
                "sq_th": 100 * full["sq_th"], "rq_th": 100 * full["rq_th"], "pq": 100 * full["pq"],
                "ms_per_image": 1000 * statistics.median(seconds[arm])}
@@ -151,10 +147,11 @@ def summarise(per_image: dict, seconds: dict, n_boot: int) -> dict:
     return table
 
 
-def train_and_evaluate(cfg, arm: str):
-    pl.seed_everything(cfg.seed, workers=True)
+def train_and_evaluate(cfg, arm: str, seed: int):
+    """Train on the points of ``train_size`` images (pseudo-masks by ``arm``), score held-out images."""
+    pl.seed_everything(seed, workers=True)
     dm = ShapesDataModule(train_size=cfg.train_size, val_size=cfg.val_size, image_size=cfg.image_size,
-                          seed=cfg.seed, batch_size=cfg.batch_size)
+                          seed=0, batch_size=cfg.batch_size)
     model = PointSupervisedSegmentation(num_classes=NUM_CLASSES, thing_classes=list(THING_IDS), backbone=cfg.backbone,
                                         pseudo_method=arm, cost_semantic=cfg.cost_semantic,
                                         cost_boundary=cfg.cost_boundary, cost_feature=cfg.cost_feature,
@@ -168,18 +165,21 @@ def train_and_evaluate(cfg, arm: str):
     fit_seconds = time.perf_counter() - start
     model.eval()
     metric = PanopticQuality(THING_IDS, STUFF_IDS)
-    sem_pred, sem_true = [], []
+    per_image, sem_pred, sem_true = [], [], []
     for batch in dm.val_dataloader():
         with torch.no_grad():
             semantic = model(batch["image"])["panoptic_logits"].argmax(1)
         for (ids, segs), gt_ids, gt_segs in zip(model.panoptic(batch["image"]), batch["panoptic"], batch["segments"]):
             metric.update(ids, segs, gt_ids, gt_segs)
+            one = PanopticQuality(THING_IDS, STUFF_IDS)
+            one.update(ids, segs, gt_ids, gt_segs)
+            per_image.append(one)
         sem_pred.extend(semantic)
         sem_true.extend(batch["semantic"])
     result = metric.compute()
     row = {"pq": 100 * result["pq"], "pq_th": 100 * result["pq_th"], "pq_st": 100 * result["pq_st"],
            "miou": 100 * mean_iou(sem_pred, sem_true, NUM_CLASSES), "fit_seconds": fit_seconds}
-    return row, model, dm
+    return row, model, dm, per_image
 
 
 def overlay(path: str, samples, shown: dict, arms=("voronoi", "geodesic", "ot", "ot_true_capacity")) -> None:
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.smoke:
         cfg.pseudo_images, cfg.pseudo_size, cfg.n_boot = 6, 48, 200
         cfg.train_size, cfg.val_size, cfg.image_size, cfg.max_epochs, cfg.batch_size = 8, 4, 48, 1, 4
-        cfg.backbone = "resnet10t"
+        cfg.backbone, cfg.train_seeds = "resnet10t", [0]
     elif cfg.pseudo_images < 60:
         print(f"note: pseudo_images={cfg.pseudo_images} is below the 60 images the comparison asks for", file=sys.stderr)
     torch.set_num_threads(cfg.threads)
@@ -250,10 +250,23 @@ def main(argv: list[str] | None = None) -> dict:
     print("pseudo-masks (noisy-oracle maps):", {a: round(r["pq_th"], 1) for a, r in pseudo.items()}, flush=True)
 
     # Part 2: training with OT and with Voronoi pseudo-masks
-    trained, models = {}, {}
+    trained, models, held_out = {}, {}, {}
     for arm in cfg.train_arms:
-        trained[arm], models[arm], dm = train_and_evaluate(cfg, arm)
-        print(f"trained with {arm} pseudo-masks:", {k: round(v, 1) for k, v in trained[arm].items()}, flush=True)
+        runs, held_out[arm] = [], []
+        for seed in cfg.train_seeds:
+            row, model, dm, per_image = train_and_evaluate(cfg, arm, seed)
+            runs.append(row)
+            held_out[arm] += per_image  # (seed, image) pairs, in the same order for every arm
+            models.setdefault(arm, model)
+            print(f"trained with {arm} pseudo-masks, seed {seed}:", {k: round(v, 1) for k, v in row.items()}, flush=True)
+        keys = ("pq", "pq_th", "pq_st", "miou", "fit_seconds")
+        trained[arm] = {k: statistics.mean(r[k] for r in runs) for k in keys}
+        trained[arm].update({f"{k}_std": statistics.pstdev(r[k] for r in runs) for k in ("pq", "pq_th")})
+        _, low, high = bootstrap_pq(held_out[arm], "th", n_boot=cfg.n_boot)
+        trained[arm].update({"pq_th_ci_low": 100 * low, "pq_th_ci_high": 100 * high, "seeds": runs})
+    if "ot" in held_out and "voronoi" in held_out:
+        d, dl, dh = bootstrap_pq(held_out["ot"], "th", n_boot=cfg.n_boot, paired_with=held_out["voronoi"])
+        trained["ot"]["minus_voronoi"], trained["ot"]["minus_voronoi_ci"] = 100 * d, [100 * dl, 100 * dh]
 
     # Pseudo arms on the maps of the OT-trained network (training images)
     pseudo_net = {}
@@ -299,11 +312,20 @@ def write_report(cfg, metrics: dict) -> None:
         lines += fmt_table(metrics["pseudo_network_maps"]) + [""]
     lines += ["## Trained on pseudo-masks, evaluated on held-out images (no points at test time)", "",
               f"{cfg.train_size} training / {cfg.val_size} held-out images of {cfg.image_size}x{cfg.image_size}, "
-              f"{cfg.backbone} from scratch, {cfg.max_epochs} epochs.", "",
-              "| pseudo-masks | PQ | PQ_th | PQ_st | mIoU | fit s |", "|---|---|---|---|---|---|"]
+              f"{cfg.backbone} from scratch, {cfg.max_epochs} epochs, training seeds {cfg.train_seeds} (mean ± std over "
+              "seeds; the interval is a bootstrap over the (seed, image) pairs).", "",
+              "| pseudo-masks | PQ | PQ_th | PQ_th 95% CI | PQ_th per seed | PQ_st | mIoU | fit s |",
+              "|---|---|---|---|---|---|---|---|"]
     for arm, r in metrics["trained"].items():
-        lines.append(f"| {arm} | {r['pq']:.1f} | {r['pq_th']:.1f} | {r['pq_st']:.1f} | {r['miou']:.1f} | "
-                     f"{r['fit_seconds']:.0f} |")
+        per_seed = " / ".join(f"{x['pq_th']:.1f}" for x in r["seeds"])
+        lines.append(f"| {arm} | {r['pq']:.1f} ± {r['pq_std']:.1f} | {r['pq_th']:.1f} ± {r['pq_th_std']:.1f} | "
+                     f"[{r['pq_th_ci_low']:.1f}, {r['pq_th_ci_high']:.1f}] | {per_seed} | {r['pq_st']:.1f} | "
+                     f"{r['miou']:.1f} | {r['fit_seconds']:.0f} |")
+    if "minus_voronoi" in metrics["trained"].get("ot", {}):
+        r = metrics["trained"]["ot"]
+        lines += ["", f"OT − Voronoi on held-out PQ_th: {r['minus_voronoi']:+.1f} "
+                  f"[{r['minus_voronoi_ci'][0]:+.1f}, {r['minus_voronoi_ci'][1]:+.1f}] (paired bootstrap over the "
+                  "(seed, image) pairs)."]
     lines += ["", "![overlay](overlay.png)", "", f"Total {metrics['seconds']:.0f} s."]
     with open(os.path.join(cfg.out_dir, "report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")

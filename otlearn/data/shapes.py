@@ -16,9 +16,9 @@ id      name         is thing
 Shapes are drawn one after the other, the later ones occluding the earlier ones; most are placed
 next to an already drawn shape so that instances touch. An instance left with fewer than
 ``min_area`` visible pixels is dropped (its pixels go to the shape that covered them or to stuff).
-Thing colours are drawn from one shared range, so the class is told by shape, not by colour, and
-neighbouring instances may look alike: exactly the situation where a point per object is needed
-to split them.
+Each thing class has its own base colour (ellipses red, rectangles yellow, triangles purple) with
+a per-instance jitter, so the class can be recognised but touching instances of one class look
+alike: exactly the situation where a point per object is needed to split them.
 
 One uniform random pixel of every segment (things and stuff) is the point annotation.
 """
@@ -39,6 +39,7 @@ CATEGORIES = tuple(
 NUM_CLASSES = len(CATEGORIES)
 THING_IDS = tuple(c["id"] for c in CATEGORIES if c["isthing"])
 IGNORE_INDEX = 255
+THING_COLOURS = np.array([[0.85, 0.25, 0.30], [0.90, 0.80, 0.20], [0.45, 0.15, 0.60]])  # base RGB per thing class
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class SyntheticPanopticShapes(Dataset):
             centres.append((cy, cx, radius))
             instance[mask] = shape_id
             semantic[mask] = category
-            colour = rng.uniform(0.15, 0.95, size=3)
+            colour = np.clip(THING_COLOURS[category] + rng.uniform(-0.12, 0.12, size=3), 0.0, 1.0)
             image[mask] = colour + _texture(rng, s, 0.03)[mask]
 
         panoptic = np.zeros((s, s), dtype=np.int64)

@@ -101,6 +101,16 @@ class PanopticQuality:
                 continue
             self.fp[c] += 1
 
+    @classmethod
+    def pooled(cls, metrics: Sequence["PanopticQuality"]) -> "PanopticQuality":
+        """One accumulator holding the summed counts of ``metrics`` (e.g. per-image accumulators)."""
+        out = cls(metrics[0].thing_classes, metrics[0].stuff_classes)
+        for m in metrics:
+            for mine, theirs in ((out.iou, m.iou), (out.tp, m.tp), (out.fp, m.fp), (out.fn, m.fn)):
+                for c in out.known:
+                    mine[c] += theirs[c]
+        return out
+
     def sync(self, group=None) -> None:
         """Sum the counts over a ``torch.distributed`` group (no-op when not initialised)."""
         import torch.distributed as dist

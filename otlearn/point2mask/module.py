@@ -12,6 +12,10 @@ A simplification of Point2Mask (Panoptic SegFormer + OT pseudo-labels), in one L
   ignored) and a Panoptic-DeepLab instance head (centre heatmap + offsets) that replaces Panoptic
   SegFormer's query-based mask decoder; at inference it groups thing pixels without any points.
 
+Pseudo-labels are computed on the CPU (scipy's Dijkstra; float64 OT on at most H·W x P entries
+per image), one image after another: on a GPU the maps of each step are copied to the host. Use
+``cost_stride`` > 1 to build the graph on pooled maps when images are large.
+
 Batches are dicts from :func:`otlearn.data.shapes.collate_panoptic` (``image`` (B, 3, H, W) in
 [0, 1], lists ``points`` (P, 2) ``(y, x)`` and ``point_labels`` (P,); validation also needs
 ``panoptic`` (B, H, W) and ``segments``).
@@ -74,8 +78,8 @@ class PointSupervisedSegmentation(pl.LightningModule):
         w_boundary: float = 1.0,
         w_embedding: float = 0.5,
         w_panoptic: float = 1.0,
-        w_center: float = 100.0,
-        w_offset: float = 0.05,
+        w_center: float = 200.0,
+        w_offset: float = 1.0,
         center_sigma: float = 2.0,
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
