@@ -38,8 +38,19 @@ def lightning_main(argv: list[str]) -> None:
         if arg in ("--config", "-c") and i + 1 < len(argv) and not os.path.isfile(argv[i + 1]):
             _error(f"config file not found: {argv[i + 1]} (see configs/ for the shipped ones)")
     sys.argv = ["otlearn"] + argv
+
+    class OtlearnCLI(LightningCLI):
+        def before_fit(self) -> None:
+            """Under SLURM, requeue through :class:`~otlearn.requeue.SlurmRequeue` (collective-safe)."""
+            from lightning_fabric.plugins.environments import SLURMEnvironment
+
+            from otlearn.requeue import SlurmRequeue
+
+            if SLURMEnvironment.detect() and not any(isinstance(c, SlurmRequeue) for c in self.trainer.callbacks):
+                self.trainer.callbacks.append(SlurmRequeue())
+
     try:
-        LightningCLI(
+        OtlearnCLI(
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
         )

@@ -77,6 +77,7 @@ def test_preempted_job_requeues_and_resumes_with_its_labels(cluster, tmp_path):
     assert hpc, "no HPC checkpoint was written on SIGUSR1"
     saved = next(v for k, v in torch.load(hpc[0], weights_only=False)["callbacks"].items() if k.startswith("SelfLabelCallback"))
     log = _log(workdir, job)
+    assert "SlurmRequeue: requeued SLURM job" in log  # the collective-safe path, not Lightning's handler
     restored = re.findall(r"restored label bank \((\d+), (\d+)\) \(checksum (\w+)\), label rounds done at epochs (\[[\d, ]*\])", log)
     assert restored, "the requeued run did not restore the label bank"
     assert restored[0][2] == label_checksum(saved["labels"])  # the labels saved before the signal
