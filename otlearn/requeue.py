@@ -7,7 +7,8 @@ all-gathers of a SeLa label round), the ranks enter different collectives and th
 
 :class:`SlurmRequeue` splits the work: the handler only records the request (no I/O, no
 collectives); at the end of every training batch — a point every rank reaches in the same
-order — the ranks all-reduce the request, and if any rank was signalled they all save
+order — the ranks all-reduce the request, and if any rank was signalled they all save (at the
+epoch end instead when it was the epoch's last batch)
 ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` together and rank 0 runs ``scontrol requeue``. The
 requeued job's ``otlearn fit`` resumes from the newest HPC checkpoint (Lightning's resume rule).
 Installed before Lightning registers its handlers, it also keeps Lightning's unsafe handler off.
@@ -40,6 +41,7 @@ class SlurmRequeue(pl.Callback):
         self.signum = int(signum)
         self.check_every_n_steps = check_every_n_steps
         self.requested = False
+        self._pending_epoch_end = False
         self._previous = None
         self._installed = False
 
@@ -63,6 +65,16 @@ class SlurmRequeue(pl.Callback):
             return
         if trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             self.requested = False
+            if batch_idx + 1 >= trainer.num_training_batches:
+                # Lightning resumes a checkpoint taken at the last batch end without calling the next
+                # epoch's on_train_epoch_start; at the epoch end the resume is clean.
+                self._pending_epoch_end = True
+            else:
+                self.checkpoint_and_requeue(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_epoch_end:
+            self._pending_epoch_end = False
             self.checkpoint_and_requeue(trainer)
 
     def checkpoint_and_requeue(self, trainer: pl.Trainer) -> str:

@@ -199,6 +199,10 @@ class SelfLabelCallback(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if not isinstance(batch, dict) or "index" not in batch:
             raise TypeError("SelfLabelCallback needs dict batches with an 'index' entry of dataset indices")
+        # Lightning skips on_train_epoch_start of the epoch after a checkpoint saved at the last batch
+        # end of an epoch (e.g. ModelCheckpoint(every_n_train_steps=...)); a scheduled round missing
+        # here is run now, at a point every rank reaches in the same order.
+        self.on_train_epoch_start(trainer, pl_module)
         index = batch["index"]
         batch["pseudo_labels"] = self.labels[:, index.cpu()].to(index.device)
 

@@ -128,3 +128,19 @@ def test_protocol_errors_are_clear(tmp_path):
         SelfLabelCallback(rounding="nearest")
     with pytest.raises(RuntimeError, match="pseudo_labels"):
         SelfLabeling(**TINY).training_step({"image": torch.zeros(2, 1, 8, 8), "index": torch.arange(2)}, 0)
+
+
+def test_resume_from_a_last_batch_checkpoint_still_labels_the_next_epoch(tmp_path):
+    """Lightning skips on_train_epoch_start after a checkpoint taken at an epoch's last batch end;
+    the scheduled round then runs at the first batch start instead."""
+    pl.seed_everything(0)
+    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), tol=1e-2, seed=0)
+    steps = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1, filename="{step}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(tmp_path, 4, [sela, steps, Preempt(1)]).fit(SelfLabeling(**TINY), DigitsDataModule(batch_size=256, seed=0))
+    assert sela.rounds_done == [0, 1]
+    ckpt = tmp_path / "step=10.ckpt"  # digits' 1,257 training images / 256 = 5 batches: the end of epoch 1
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 10
+    _, resumed = _fit(tmp_path / "resumed", 4, ckpt_path=str(ckpt), save=False)
+    assert resumed.rounds_done == [0, 1, 2, 3]
