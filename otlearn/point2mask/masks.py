@@ -25,6 +25,7 @@ An image without any point gets an all-VOID label (nothing is annotated, the los
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -161,36 +162,39 @@ class PseudoMaskGenerator:
         instance = torch.full((H, W), -1, dtype=torch.long)
         caps_used, n_iters = None, 0
         if len(k_idx) > 0 and bool(foreground.any()):
-            seeds, labels = points[k_idx], point_labels[k_idx]
-            class_prob = cmap[labels][:, foreground]  # (K, N) p(class of point k) at each thing pixel
-            if self.method == "voronoi":
-                owner = euclidean_distances(seeds, (H, W))[:, foreground].argmin(0)
-            elif self.method == "watershed":
-                owner = watershed_assignment(boundary if boundary is not None else 1.0 - cmap.max(0).values,
-                                             seeds, foreground)
-            else:
-                dist = point_distances(cmap, seeds, boundary, embeddings, self.weights)[:, foreground]
-                owner = initial_assignment(dist, class_prob)
-                if self.method in ("centroid", "ot"):
-                    new_seeds = reseed(owner, foreground, seeds)
-                    moved = bool((new_seeds != seeds).any())
-                    dist_new = point_distances(cmap, new_seeds, boundary, embeddings, self.weights)[:, foreground] if moved else dist
-                    reseeded = initial_assignment(dist_new, class_prob) if moved else owner
-                    if self.method == "centroid":
-                        owner = reseeded
-                    else:
-                        if capacities is not None:
-                            caps = torch.as_tensor(capacities, dtype=torch.float64).reshape(-1)[k_idx]
-                        elif self.capacity == "nearest":
-                            caps = torch.bincount(dist.argmin(0), minlength=len(k_idx)).double()
-                        else:
-                            caps = torch.bincount(reseeded, minlength=len(k_idx)).double()
-                        cost = dist if self.ot_cost == "distance" else class_weighted_cost(dist, class_prob)
-                        owner, n_iters = self.transport(cost, caps)
-                        caps_used = caps
+            caps = None if capacities is None else torch.as_tensor(capacities, dtype=torch.float64).reshape(-1)[k_idx]
+            owner, caps_used, n_iters = self._owners(cmap, foreground, points[k_idx], point_labels[k_idx],
+                                                     boundary, embeddings, caps)
             instance[foreground] = torch.where(owner >= 0, k_idx[owner.clamp_min(0)], torch.full_like(owner, -1))
         segment_ids, segments = assemble(instance, semantic, point_labels)
         return PseudoLabel(segment_ids, segments, semantic, instance, caps_used, n_iters)
+
+    def _owners(self, cmap, foreground, seeds, labels, boundary, embeddings, capacities):
+        """(N,) index into ``seeds`` (-1 = none) for the N foreground pixels by ``self.method``, the OT
+        capacities used (or ``None``) and the Sinkhorn iterations."""
+        H, W = foreground.shape
+        if self.method == "voronoi":
+            return euclidean_distances(seeds, (H, W))[:, foreground].argmin(0), None, 0
+        if self.method == "watershed":
+            elevation = boundary if boundary is not None else 1.0 - cmap.max(0).values
+            return watershed_assignment(elevation, seeds, foreground), None, 0
+        class_prob = cmap[labels][:, foreground]  # (K, N) p(class of point k) at each thing pixel
+        dist = point_distances(cmap, seeds, boundary, embeddings, self.weights)[:, foreground]
+        owner = initial_assignment(dist, class_prob)
+        if self.method == "geodesic":
+            return owner, None, 0
+        new_seeds = reseed(owner, foreground, seeds)
+        if bool((new_seeds != seeds).any()):
+            dist_new = point_distances(cmap, new_seeds, boundary, embeddings, self.weights)[:, foreground]
+            owner = initial_assignment(dist_new, class_prob)
+        if self.method == "centroid":
+            return owner, None, 0
+        if capacities is None:
+            source = dist.argmin(0) if self.capacity == "nearest" else owner
+            capacities = torch.bincount(source, minlength=len(seeds)).double()
+        cost = dist if self.ot_cost == "distance" else class_weighted_cost(dist, class_prob)
+        ot_owner, n_iters = self.transport(cost, capacities)
+        return ot_owner, capacities, n_iters
 
     def layout(self, probs: torch.Tensor, points: torch.Tensor, point_labels: torch.Tensor):
         """What every method shares: the category-wise map (C, H, W), the thing foreground (H, W) bool,
@@ -226,25 +230,11 @@ class PseudoMaskGenerator:
             capacities = torch.ones(K, dtype=torch.float64)
         scale = float(dist.max())
         cost = dist.T / (scale if scale > 0 else 1.0)
-        with _quiet_convergence():
+        with warnings.catch_warnings():  # the argmax is what is used; tol and max_iter only bound the work
+            warnings.simplefilter("ignore", SinkhornConvergenceWarning)
             result = sinkhorn(-cost, self.eps, b=capacities, tol=self.tol, max_iter=self.max_iter,
                               dtype=torch.float64, eps_scaling=self.eps_scaling, mode="kernel")
         return result.assignments(), result.n_iters
-
-
-class _quiet_convergence:
-    """Turn the solver's convergence warning into a single debug-free pass: pseudo-labels are
-    produced every step, and the argmax is what is used; the tolerance only bounds the work."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", SinkhornConvergenceWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 def assemble(instance: torch.Tensor, semantic: torch.Tensor, point_labels: torch.Tensor) -> tuple[torch.Tensor, list]:
