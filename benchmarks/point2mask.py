@@ -24,8 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._harness import markdown_table, update_results  # noqa: E402
 from otlearn.data.shapes import NUM_CLASSES, THING_IDS, SyntheticPanopticShapes  # noqa: E402
-from otlearn.point2mask import CostWeights, PseudoMaskGenerator, point_distances  # noqa: E402
-from otlearn.point2mask.masks import initial_assignment, reseed  # noqa: E402
+from otlearn.point2mask import CostWeights, PseudoMaskGenerator  # noqa: E402
 from recipes.point2mask_shapes import noisy_oracle_maps  # noqa: E402
 
 
@@ -50,15 +49,7 @@ def problems(n_images: int, size: int = 128, k: int = 8):
 def ot_costs(gen: PseudoMaskGenerator, prob):
     """The (K, N) OT cost and centroid capacities of one problem (what the OT stage receives)."""
     probs, edge, emb, points, labels = prob
-    cmap, fg, _, k_idx = gen.layout(probs.double(), points, labels)
-    seeds = points[k_idx]
-    dist = point_distances(cmap, seeds, edge.double(), emb.double(), gen.weights)[:, fg]
-    class_prob = cmap[labels[k_idx]][:, fg]
-    owner = initial_assignment(dist, class_prob)
-    new = reseed(owner, fg, seeds)
-    dist_new = point_distances(cmap, new, edge.double(), emb.double(), gen.weights)[:, fg]
-    caps = torch.bincount(initial_assignment(dist_new, class_prob), minlength=len(seeds)).double()
-    return dist, caps
+    return gen.ot_problem(probs, points, labels, boundary=edge, embeddings=emb)
 
 
 def pot_sinkhorn_log(dist: torch.Tensor, caps: torch.Tensor, eps: float, tol: float, max_iter: int = 20000):

@@ -168,8 +168,9 @@ def train_and_evaluate(cfg, arm: str, seed: int):
     per_image, sem_pred, sem_true = [], [], []
     for batch in dm.val_dataloader():
         with torch.no_grad():
-            semantic = model(batch["image"])["panoptic_logits"].argmax(1)
-        for (ids, segs), gt_ids, gt_segs in zip(model.panoptic(batch["image"]), batch["panoptic"], batch["segments"]):
+            out = model(batch["image"])
+        semantic = out["panoptic_logits"].argmax(1)
+        for (ids, segs), gt_ids, gt_segs in zip(model.panoptic(batch["image"], out), batch["panoptic"], batch["segments"]):
             metric.update(ids, segs, gt_ids, gt_segs)
             one = PanopticQuality(THING_IDS, STUFF_IDS)
             one.update(ids, segs, gt_ids, gt_segs)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from otlearn.data.shapes import sample_points
+
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 
@@ -46,22 +48,8 @@ def _read_label(path: str, size: int | None, rgb: bool = False) -> np.ndarray:
 
 
 def _with_points(sample: dict, seed: int, index: int) -> dict:
-    rng = np.random.default_rng([seed, index])
-    panoptic = sample["panoptic"].numpy()
-    points, labels, seg_ids = [], [], []
-    for seg in sample["segments"]:
-        if seg.get("iscrowd", 0):
-            continue
-        ys, xs = np.nonzero(panoptic == seg["id"])
-        if len(ys) == 0:
-            continue
-        j = int(rng.integers(len(ys)))
-        points.append((int(ys[j]), int(xs[j])))
-        labels.append(seg["category_id"])
-        seg_ids.append(seg["id"])
-    sample["points"] = torch.tensor(points, dtype=torch.long).reshape(-1, 2)
-    sample["point_labels"] = torch.tensor(labels, dtype=torch.long)
-    sample["point_segments"] = torch.tensor(seg_ids, dtype=torch.long)
+    points = sample_points(sample["panoptic"].numpy(), sample["segments"], np.random.default_rng([seed, index]))
+    sample["points"], sample["point_labels"], sample["point_segments"] = points
     sample["index"] = index
     return sample
 

@@ -182,23 +182,37 @@ class SyntheticPanopticShapes(Dataset):
                 segments.append({"id": next_id, "category_id": int(cat), "isthing": False, "area": int(region.sum())})
                 next_id += 1
 
-        points, labels, seg_ids = [], [], []
-        for seg in segments:
-            ys, xs = np.nonzero(panoptic == seg["id"])
-            j = int(rng.integers(len(ys)))
-            points.append((ys[j], xs[j]))
-            labels.append(seg["category_id"])
-            seg_ids.append(seg["id"])
+        points, labels, seg_ids = sample_points(panoptic, segments, rng)
         image = np.clip(image, 0.0, 1.0).transpose(2, 0, 1)
         return PanopticSample(
             image=torch.from_numpy(image.astype(np.float32)),
             panoptic=torch.from_numpy(panoptic),
             segments=segments,
             semantic=torch.from_numpy(semantic),
-            points=torch.tensor(points, dtype=torch.long).reshape(-1, 2),
-            point_labels=torch.tensor(labels, dtype=torch.long),
-            point_segments=torch.tensor(seg_ids, dtype=torch.long),
+            points=points,
+            point_labels=labels,
+            point_segments=seg_ids,
         )
+
+
+def sample_points(panoptic: np.ndarray, segments: list, rng: np.random.Generator):
+    """One pixel drawn uniformly from every non-crowd, non-empty segment, in segment-list order.
+
+    Returns ``points`` (P, 2) int64 ``(y, x)``, ``point_labels`` (P,) and ``point_segments`` (P,).
+    """
+    points, labels, seg_ids = [], [], []
+    for seg in segments:
+        if seg.get("iscrowd", 0):
+            continue
+        ys, xs = np.nonzero(panoptic == seg["id"])
+        if len(ys) == 0:
+            continue
+        j = int(rng.integers(len(ys)))
+        points.append((int(ys[j]), int(xs[j])))
+        labels.append(seg["category_id"])
+        seg_ids.append(seg["id"])
+    return (torch.tensor(points, dtype=torch.long).reshape(-1, 2), torch.tensor(labels, dtype=torch.long),
+            torch.tensor(seg_ids, dtype=torch.long))
 
 
 def _texture(rng: np.random.Generator, size: int, amplitude: float) -> np.ndarray:

@@ -84,20 +84,36 @@ def edge_weights(
         embeddings: (D, h, w) pixel embeddings, or ``None`` (term dropped).
     """
     parts = []
-    unit = None
-    if embeddings is not None and weights.feature > 0:
-        unit = F.normalize(embeddings.double(), dim=0)
+    probs = probs.double()
+    boundary = boundary.double() if boundary is not None and weights.boundary > 0 else None
+    unit = F.normalize(embeddings.double(), dim=0) if embeddings is not None and weights.feature > 0 else None
     for dy, dx in OFFSETS:
-        p, q = _pairs(probs.double(), dy, dx)
+        p, q = _pairs(probs, dy, dx)
         edge = weights.semantic * (p - q).abs().sum(0) + weights.step
-        if boundary is not None and weights.boundary > 0:
-            bp, bq = _pairs(boundary.double(), dy, dx)
+        if boundary is not None:
+            bp, bq = _pairs(boundary, dy, dx)
             edge = edge + weights.boundary * torch.maximum(bp, bq)
         if unit is not None:
             ep, eq = _pairs(unit, dy, dx)
             edge = edge + weights.feature * (1.0 - (ep * eq).sum(0)).clamp_min(0.0)
         parts.append(edge.reshape(-1))
     return torch.cat(parts)
+
+
+def _csr(weights_e: torch.Tensor, shape: tuple[int, int]) -> csr_matrix:
+    h, w = shape
+    src, dst = _grid_edges(h, w)
+    data = weights_e.detach().cpu().numpy().astype(np.float64)
+    return csr_matrix((data, (src, dst)), shape=(h * w, h * w))
+
+
+def _dijkstra(graph: csr_matrix, shape: tuple[int, int], sources: torch.Tensor) -> torch.Tensor:
+    h, w = shape
+    nodes = (sources[:, 0] * w + sources[:, 1]).cpu().numpy()
+    if len(nodes) == 0:
+        return torch.zeros((0, h, w), dtype=torch.float64)
+    dist = dijkstra(graph, directed=False, indices=nodes)
+    return torch.from_numpy(np.ascontiguousarray(dist)).reshape(len(nodes), h, w)
 
 
 def geodesic_distances(weights_e: torch.Tensor, shape: tuple[int, int], sources: torch.Tensor) -> torch.Tensor:
@@ -108,15 +124,7 @@ def geodesic_distances(weights_e: torch.Tensor, shape: tuple[int, int], sources:
         shape: the grid's ``(h, w)``.
         sources: (K, 2) int64 ``(y, x)`` grid coordinates.
     """
-    h, w = shape
-    src, dst = _grid_edges(h, w)
-    data = weights_e.detach().cpu().numpy().astype(np.float64)
-    graph = csr_matrix((data, (src, dst)), shape=(h * w, h * w))
-    nodes = (sources[:, 0] * w + sources[:, 1]).cpu().numpy()
-    if len(nodes) == 0:
-        return torch.zeros((0, h, w), dtype=torch.float64)
-    dist = dijkstra(graph, directed=False, indices=nodes)
-    return torch.from_numpy(np.ascontiguousarray(dist)).reshape(len(nodes), h, w)
+    return _dijkstra(_csr(weights_e, shape), shape, sources)
 
 
 def downsample(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -136,6 +144,40 @@ def upsample(dist: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Te
     return big[:, : size[0], : size[1]]
 
 
+@dataclass
+class GeodesicGraph:
+    """One image's weighted grid graph, built once and queried for any seeds (e.g. the original
+    points, then the reseeded centroids).
+
+    Attributes:
+        graph: (h·w, h·w) CSR matrix of edge weights (each undirected edge once).
+        grid: the graph's ``(h, w)``.
+        size: the image's ``(H, W)``.
+        stride: pooling factor between image and graph.
+    """
+
+    graph: csr_matrix
+    grid: tuple[int, int]
+    size: tuple[int, int]
+    stride: int
+
+    @classmethod
+    def build(cls, probs: torch.Tensor, boundary: torch.Tensor | None = None, embeddings: torch.Tensor | None = None,
+              weights: CostWeights = CostWeights()) -> "GeodesicGraph":
+        """From full-resolution maps: ``probs`` (C, H, W), ``boundary`` (H, W), ``embeddings`` (D, H, W)."""
+        s = weights.stride
+        small = downsample(probs, s)
+        b_small = downsample(boundary, s) if boundary is not None else None
+        e_small = downsample(embeddings, s) if embeddings is not None else None
+        grid = tuple(small.shape[-2:])
+        return cls(_csr(edge_weights(small, b_small, e_small, weights), grid), grid, tuple(probs.shape[-2:]), s)
+
+    def distances(self, seeds: torch.Tensor) -> torch.Tensor:
+        """(K, H, W) distances from full-resolution ``seeds`` (K, 2) ``(y, x)``, upsampled to the image."""
+        grid_seeds = torch.div(seeds, self.stride, rounding_mode="floor")
+        return upsample(_dijkstra(self.graph, self.grid, grid_seeds), self.size, self.stride)
+
+
 def point_distances(
     probs: torch.Tensor,
     seeds: torch.Tensor,
@@ -143,16 +185,6 @@ def point_distances(
     embeddings: torch.Tensor | None = None,
     weights: CostWeights = CostWeights(),
 ) -> torch.Tensor:
-    """(K, H, W) geodesic distances from full-resolution ``seeds`` (K, 2) ``(y, x)`` on one image's maps.
-
-    ``probs`` (C, H, W), ``boundary`` (H, W), ``embeddings`` (D, H, W) are at full resolution; the
-    graph is built at ``weights.stride`` and the distances are upsampled back.
-    """
-    H, W = probs.shape[-2:]
-    s = weights.stride
-    small = downsample(probs, s)
-    b_small = downsample(boundary, s) if boundary is not None else None
-    e_small = downsample(embeddings, s) if embeddings is not None else None
-    w_e = edge_weights(small, b_small, e_small, weights)
-    dist = geodesic_distances(w_e, tuple(small.shape[-2:]), torch.div(seeds, s, rounding_mode="floor"))
-    return upsample(dist, (H, W), s)
+    """(K, H, W) geodesic distances from full-resolution ``seeds`` (K, 2) ``(y, x)`` on one image's maps
+    (:meth:`GeodesicGraph.build` then :meth:`GeodesicGraph.distances`)."""
+    return GeodesicGraph.build(probs, boundary, embeddings, weights).distances(seeds)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from otlearn.ot import SinkhornConvergenceWarning, sinkhorn
-from otlearn.point2mask.cost import CostWeights, point_distances
+from otlearn.point2mask.cost import CostWeights, GeodesicGraph
 
 Method = Literal["voronoi", "geodesic", "centroid", "ot", "watershed"]
 METHODS = ("voronoi", "geodesic", "centroid", "ot", "watershed")
@@ -178,23 +178,47 @@ class PseudoMaskGenerator:
         if self.method == "watershed":
             elevation = boundary if boundary is not None else 1.0 - cmap.max(0).values
             return watershed_assignment(elevation, seeds, foreground), None, 0
+        graph = GeodesicGraph.build(cmap, boundary, embeddings, self.weights)  # one graph, both Dijkstra passes
         class_prob = cmap[labels][:, foreground]  # (K, N) p(class of point k) at each thing pixel
-        dist = point_distances(cmap, seeds, boundary, embeddings, self.weights)[:, foreground]
+        dist = graph.distances(seeds)[:, foreground]
         owner = initial_assignment(dist, class_prob)
         if self.method == "geodesic":
             return owner, None, 0
-        new_seeds = reseed(owner, foreground, seeds)
-        if bool((new_seeds != seeds).any()):
-            dist_new = point_distances(cmap, new_seeds, boundary, embeddings, self.weights)[:, foreground]
-            owner = initial_assignment(dist_new, class_prob)
+        owner = self._reseeded(graph, owner, foreground, seeds, class_prob)
         if self.method == "centroid":
             return owner, None, 0
-        if capacities is None:
-            source = dist.argmin(0) if self.capacity == "nearest" else owner
-            capacities = torch.bincount(source, minlength=len(seeds)).double()
-        cost = dist if self.ot_cost == "distance" else class_weighted_cost(dist, class_prob)
+        cost, capacities = self._ot_inputs(dist, owner, class_prob, capacities)
         ot_owner, n_iters = self.transport(cost, capacities)
         return ot_owner, capacities, n_iters
+
+    def _reseeded(self, graph, owner, foreground, seeds, class_prob) -> torch.Tensor:
+        """The initial assignment again from the centroid-reseeded seeds (``owner`` when none moved)."""
+        new_seeds = reseed(owner, foreground, seeds)
+        if not bool((new_seeds != seeds).any()):
+            return owner
+        return initial_assignment(graph.distances(new_seeds)[:, foreground], class_prob)
+
+    def _ot_inputs(self, dist, reseeded, class_prob, capacities):
+        """(K, N) transport cost and (K,) supplies: given ones, or the reseeded / nearest cell sizes."""
+        if capacities is None:
+            source = dist.argmin(0) if self.capacity == "nearest" else reseeded
+            capacities = torch.bincount(source, minlength=dist.shape[0]).double()
+        cost = dist if self.ot_cost == "distance" else class_weighted_cost(dist, class_prob)
+        return cost, capacities
+
+    def ot_problem(self, probs, points, point_labels, boundary=None, embeddings=None):
+        """The transport :meth:`one` solves for one image (method "ot"): ``(cost (K, N), capacities (K,))``
+        over its K thing points and N foreground pixels (for benchmarks and inspection)."""
+        probs, points, point_labels = probs.double().cpu(), points.long().cpu(), point_labels.long().cpu()
+        boundary = None if boundary is None else boundary.double().cpu()
+        embeddings = None if embeddings is None else embeddings.double().cpu()
+        cmap, foreground, _, k_idx = self.layout(probs, points, point_labels)
+        seeds, labels = points[k_idx], point_labels[k_idx]
+        graph = GeodesicGraph.build(cmap, boundary, embeddings, self.weights)
+        class_prob = cmap[labels][:, foreground]
+        dist = graph.distances(seeds)[:, foreground]
+        owner = self._reseeded(graph, initial_assignment(dist, class_prob), foreground, seeds, class_prob)
+        return self._ot_inputs(dist, owner, class_prob, None)
 
     def layout(self, probs: torch.Tensor, points: torch.Tensor, point_labels: torch.Tensor):
         """What every method shares: the category-wise map (C, H, W), the thing foreground (H, W) bool,

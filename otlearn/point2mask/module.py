@@ -111,9 +111,10 @@ class PointSupervisedSegmentation(pl.LightningModule):
                    boundary=outputs["boundary"], embeddings=outputs["embedding"])
 
     @torch.no_grad()
-    def panoptic(self, images: torch.Tensor) -> list[tuple[torch.Tensor, list[dict]]]:
-        """Panoptic segmentation of (B, 3, H, W) images without points: ``(segment_ids, segments)`` each."""
-        out = self(images)
+    def panoptic(self, images: torch.Tensor, outputs: dict | None = None) -> list[tuple[torch.Tensor, list[dict]]]:
+        """Panoptic segmentation of (B, 3, H, W) images without points: ``(segment_ids, segments)`` each
+        (from ``outputs`` of :meth:`forward` when the caller already has them)."""
+        out = outputs if outputs is not None else self(images)
         semantic = out["panoptic_logits"].argmax(1).cpu()
         return [group_instances(semantic[b], out["center"][b].cpu(), out["offset"][b].cpu(), self.thing_classes,
                                 self.hparams.num_classes) for b in range(len(images))]
