@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader
+
+from otlearn.comm import Communicator
 
 
 @torch.no_grad()
@@ -17,9 +18,9 @@ def extract(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``fn(batch)`` over ``loader`` in eval mode; returns ``(outputs, targets, indices)`` on CPU.
 
-    With an initialised process group, every rank's rows are all-gathered and de-duplicated by
-    dataset index (DistributedSampler padding), then sorted by index, so all ranks return the same
-    tensors.
+    With an initialised process group, every rank's rows are all-gathered (tensor collectives
+    through :mod:`otlearn.comm`) and de-duplicated by dataset index (DistributedSampler padding),
+    then sorted by index, so all ranks return the same tensors.
     """
     was_training = module.training
     module.eval()
@@ -34,12 +35,7 @@ def extract(
     finally:
         module.train(was_training)
     out, tgt, idx = torch.cat(outs), torch.cat(targets), torch.cat(indices)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (out, tgt, idx))
-        out = torch.cat([g[0] for g in gathered])
-        tgt = torch.cat([g[1] for g in gathered])
-        idx = torch.cat([g[2] for g in gathered])
+    (out, tgt, idx), _ = Communicator.default().all_gather_rows(out, tgt, idx)
     order = torch.argsort(idx, stable=True)
     out, tgt, idx = out[order], tgt[order], idx[order]
     first = torch.ones_like(idx, dtype=torch.bool)

@@ -112,14 +112,16 @@ class PanopticQuality:
         return out
 
     def sync(self, group=None) -> None:
-        """Sum the counts over a ``torch.distributed`` group (no-op when not initialised)."""
-        import torch.distributed as dist
+        """Sum the counts over a ``torch.distributed`` group (default: the world group when
+        initialised; no-op for one process), through :mod:`otlearn.comm`."""
+        from otlearn.comm import Communicator, default_group
 
-        if not (dist.is_available() and dist.is_initialized()):
+        comm = Communicator(group if group is not None else default_group())
+        if not comm.distributed:
             return
         classes = sorted(self.known)
         packed = torch.tensor([[self.iou[c], self.tp[c], self.fp[c], self.fn[c]] for c in classes], dtype=torch.float64)
-        dist.all_reduce(packed, group=group)
+        comm.all_reduce_(packed)
         for row, c in zip(packed.tolist(), classes):
             self.iou[c], self.tp[c], self.fp[c], self.fn[c] = row[0], int(row[1]), int(row[2]), int(row[3])
 

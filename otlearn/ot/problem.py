@@ -8,9 +8,12 @@ match, i.e. the transport cost is ``-S``. The entropic problem with regularisati
 whose solution is ``P_ik = exp((S_ik + f_i + g_k) / ε)`` for dual potentials ``f`` (N,) and
 ``g`` (K,). ``a`` and ``b`` are normalised to sum to one over all ranks.
 
-Validation is collective: every rank checks its own inputs, then all ranks exchange a small
-status vector, so a bad input on one rank (or a K that differs across ranks) raises the same
-``ValueError`` on every rank instead of leaving the others waiting in an all-reduce.
+Validation is collective and costs one host read: every rank checks the shapes of its inputs on
+the host and counts non-finite or negative entries on the device; one all-gather of a fixed-size
+status vector (tensor collective, no pickling) tells every rank about every other, so a bad
+input on one rank (or a K that differs across ranks) raises the same ``ValueError`` on every rank
+instead of leaving the others waiting in an all-reduce. When ``b`` is given on several ranks it
+is compared directly (one MAX all-reduce of ``[b, −b]``, a second host read).
 """
 from __future__ import annotations
 
@@ -20,9 +23,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from otlearn.ot.reduce import ColumnReducer, make_reducer
+from otlearn.comm import Communicator, host_values, resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# layout of the per-rank status vector (float64)
+(_HOST_PROBLEMS, _N_LOCAL, _N_COLS, _EPS, _A_SUM, _S_BAD, _A_BAD, _A_NEG, _A_MIN, _B_BAD, _B_NEG, _B_MIN, _B_POS,
+ _B_GIVEN) = range(14)
+_STATUS_LEN = 14
 
 
 @dataclass
@@ -34,7 +42,7 @@ class AssignmentProblem:
         eps: entropic regularisation ε > 0 (SeLa's λ = 1/ε on log-probabilities).
         a: (n_local,) row masses in ``dtype``, normalised so the global sum is 1.
         b: (K,) column masses in ``dtype``, summing to 1 (identical on every rank).
-        reducer: how column statistics are combined across ranks.
+        comm: the :class:`~otlearn.comm.Communicator` of the ranks that share the rows.
         n_global: total number of rows over all ranks.
         row_offset: global index of this rank's first row (rows are ordered rank by rank).
         dtype: compute dtype (float32 or float64).
@@ -44,7 +52,7 @@ class AssignmentProblem:
     eps: float
     a: torch.Tensor
     b: torch.Tensor
-    reducer: ColumnReducer
+    comm: Communicator
     n_global: int
     row_offset: int
     dtype: torch.dtype = field(default=torch.float32)
@@ -74,7 +82,7 @@ class AssignmentProblem:
         *,
         a: torch.Tensor | None = None,
         b: torch.Tensor | None = None,
-        group: dist.ProcessGroup | None = None,
+        group: dist.ProcessGroup | Communicator | None = None,
         dtype: torch.dtype = torch.float32,
         check_finite: bool = True,
     ) -> "AssignmentProblem":
@@ -85,44 +93,77 @@ class AssignmentProblem:
 
         Raises:
             ValueError: naming the rank and the problem (NaN/Inf scores, ε ≤ 0, wrong shapes,
-                negative or non-finite masses, all-zero masses, K or ε differing across ranks).
+                negative or non-finite masses, all-zero masses, K, ε or b differing across ranks).
         """
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        reducer = make_reducer(group)
-        problems = _local_problems(scores, eps, a, b, check_finite)
-        n_local = scores.shape[0] if isinstance(scores, torch.Tensor) and scores.dim() == 2 else 0
-        n_cols = scores.shape[1] if isinstance(scores, torch.Tensor) and scores.dim() == 2 else -1
-        eps_value = float(eps) if isinstance(eps, (int, float)) else float("nan")
+        comm = resolve(group)
+        host_problems = _host_problems(scores, eps, a, b)
+        valid = not host_problems
         device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
-        a_sum = float(a.double().sum()) if (a is not None and not problems) else float(n_local)
-        b_print = _fingerprint(b, n_cols) if (not problems and reducer.world_size > 1) else (0.0, 0.0)
+        status = torch.full((_STATUS_LEN,), 0.0, dtype=torch.float64, device=device)
+        status[_HOST_PROBLEMS] = len(host_problems)
+        status[_N_LOCAL] = scores.shape[0] if valid else 0
+        status[_N_COLS] = scores.shape[1] if valid else -1
+        status[_EPS] = float(eps) if isinstance(eps, (int, float)) else math.nan
+        if valid:
+            _fill_tensor_status(status, scores, a, b, check_finite)
+        statuses = torch.stack(comm.all_gather(status)) if comm.distributed else status[None]
+        table = host_values(statuses)  # the one host read of validation
+        if any(row[_HOST_PROBLEMS] > 0 for row in table):
+            _raise_host_problems(comm, host_problems)
+        _raise_on_any(table)
 
-        statuses = reducer.all_gather_object((problems, n_local, n_cols, eps_value, a_sum, b_print))
-        _raise_on_any(statuses, reducer.world_size)
-
-        n_global = sum(s[1] for s in statuses)
-        row_offset = sum(s[1] for s in statuses[: reducer.rank])
-        total_a = sum(s[4] for s in statuses)
+        n_global = int(sum(row[_N_LOCAL] for row in table))
+        row_offset = int(sum(row[_N_LOCAL] for row in table[: comm.rank]))
+        total_a = sum(row[_A_SUM] for row in table)
         if n_global == 0:
             raise ValueError("scores have 0 rows on every rank: there is nothing to assign")
         if not total_a > 0:
             raise ValueError("row masses a sum to 0 over all ranks: at least one must be positive")
 
+        n_local, n_cols = scores.shape
         if a is None:
             a_norm = torch.full((n_local,), 1.0 / n_global, dtype=dtype, device=device)
         else:
             a_norm = a.to(device=device, dtype=dtype) / total_a
         if b is None:
-            b_norm = torch.full((n_cols,), 1.0 / n_cols, dtype=dtype, device=device)
+            b64 = torch.full((n_cols,), 1.0 / n_cols, dtype=torch.float64, device=device)
         else:
-            b_norm = b.to(device=device, dtype=dtype)
-            b_norm = b_norm / b_norm.sum()
-        return cls(scores, float(eps), a_norm, b_norm, reducer, n_global, row_offset, dtype)
+            b64 = b.to(device=device, dtype=torch.float64)
+            b64 = b64 / b64.sum()
+        if comm.distributed and any(row[_B_GIVEN] for row in table):
+            _check_same_b(comm, b64)  # every rank takes part, also those that passed None
+        b_norm = b64.to(dtype)
+        return cls(scores, float(eps), a_norm, b_norm, comm, n_global, row_offset, dtype)
+
+    @classmethod
+    def trusted(
+        cls,
+        scores: torch.Tensor,
+        eps: float,
+        *,
+        group: dist.ProcessGroup | Communicator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> "AssignmentProblem":
+        """A problem with uniform masses from scores the caller built and checked itself.
+
+        No validation: for internal callers on a hot path (the quantizer, once per step). One
+        process reads nothing from the device; several exchange their row counts (one host read).
+        """
+        comm = resolve(group)
+        n_local, n_cols = scores.shape
+        sizes = comm.gather_sizes(n_local, device=scores.device)
+        n_global = sum(sizes)
+        if n_global == 0:
+            raise ValueError("scores have 0 rows on every rank: there is nothing to assign")
+        a = torch.full((n_local,), 1.0 / n_global, dtype=dtype, device=scores.device)
+        b = torch.full((n_cols,), 1.0 / n_cols, dtype=dtype, device=scores.device)
+        return cls(scores, float(eps), a, b, comm, n_global, sum(sizes[: comm.rank]), dtype)
 
 
-def _local_problems(scores: object, eps: object, a: object, b: object, check_finite: bool = True) -> list[str]:
-    """Everything wrong with this rank's inputs, as messages (empty when valid)."""
+def _host_problems(scores: object, eps: object, a: object, b: object) -> list[str]:
+    """What is wrong with this rank's inputs that the host can see (types, shapes, ε)."""
     problems: list[str] = []
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0:
         problems.append(f"eps must be a finite number > 0, got {eps!r}")
@@ -135,9 +176,6 @@ def _local_problems(scores: object, eps: object, a: object, b: object, check_fin
     n_local, n_cols = scores.shape
     if n_cols == 0:
         problems.append("scores have K = 0 columns; expected at least one column")
-    if check_finite and not problems and n_local > 0 and not bool(torch.isfinite(scores).all()):
-        bad = int((~torch.isfinite(scores)).sum())
-        problems.append(f"scores contain {bad} NaN/Inf entries; expected finite scores")
     for name, mass, length in (("a", a, n_local), ("b", b, n_cols)):
         if mass is None:
             continue
@@ -146,44 +184,75 @@ def _local_problems(scores: object, eps: object, a: object, b: object, check_fin
         elif mass.dim() != 1 or mass.shape[0] != length:
             expected = "(n_local,)" if name == "a" else "(K,)"
             problems.append(f"{name} must have shape {expected} = ({length},), got {tuple(mass.shape)}")
-        elif not bool(torch.isfinite(mass).all()):
-            problems.append(f"{name} contains NaN/Inf; expected finite non-negative masses")
-        elif bool((mass < 0).any()):
-            problems.append(f"{name} has negative entries (min {float(mass.min()):.3g}); masses must be >= 0")
-        elif name == "b" and not bool((mass > 0).any()):
-            problems.append("b is all zeros; at least one column mass must be positive")
+        elif not mass.dtype.is_floating_point:
+            problems.append(f"{name} must be a floating-point tensor, got dtype {mass.dtype}")
     return problems
 
 
-def _fingerprint(b: torch.Tensor | None, n_cols: int) -> tuple[float, float]:
-    """Two numbers that differ when the normalised column masses differ (None = uniform)."""
-    if b is None:
-        b64 = torch.full((max(n_cols, 1),), 1.0 / max(n_cols, 1), dtype=torch.float64)
+def _fill_tensor_status(status: torch.Tensor, scores: torch.Tensor, a, b, check_finite: bool) -> None:
+    """Device-side counts of what is wrong with valid-shaped inputs, written into ``status``."""
+    dev = status.device
+    if check_finite and scores.numel():
+        status[_S_BAD] = (~torch.isfinite(scores)).sum()
+    if a is None:
+        status[_A_SUM] = scores.shape[0]
+    elif a.numel():
+        a = a.to(dev)
+        status[_A_BAD] = (~torch.isfinite(a)).sum()
+        status[_A_NEG] = (a < 0).sum()
+        status[_A_MIN] = torch.nan_to_num(a.double(), nan=0.0, posinf=0.0, neginf=0.0).min()
+        status[_A_SUM] = torch.nan_to_num(a.double(), nan=0.0, posinf=0.0, neginf=0.0).sum()
+    if b is not None:
+        b = b.to(dev)
+        status[_B_GIVEN] = 1
+        status[_B_BAD] = (~torch.isfinite(b)).sum()
+        status[_B_NEG] = (b < 0).sum()
+        status[_B_MIN] = torch.nan_to_num(b.double(), nan=0.0, posinf=0.0, neginf=0.0).min()
+        status[_B_POS] = (b > 0).sum()
     else:
-        b64 = b.detach().double().cpu()
-        b64 = b64 / b64.sum()
-    weights = torch.arange(1, b64.numel() + 1, dtype=torch.float64)
-    return float((b64 * weights).sum()), float((b64.square() * weights).sum())
+        status[_B_POS] = scores.shape[1]
 
 
-def _raise_on_any(statuses: list[tuple], world_size: int) -> None:
+def _raise_host_problems(comm: Communicator, mine: list[str]) -> None:
+    """Error path: exchange the host-side messages (pickled, once) and raise them on every rank."""
     messages = []
-    for rank, (problems, *_) in enumerate(statuses):
-        prefix = f"rank {rank}: " if world_size > 1 else ""
+    for rank, problems in enumerate(comm.all_gather_object(mine)):
+        prefix = f"rank {rank}: " if comm.distributed else ""
         messages += [prefix + p for p in problems]
+    raise ValueError("invalid Sinkhorn input: " + "; ".join(messages))
+
+
+def _raise_on_any(table: list[list[float]]) -> None:
+    """Raise the same ValueError on every rank from the gathered status vectors."""
+    messages = []
+    for rank, row in enumerate(table):
+        prefix = f"rank {rank}: " if len(table) > 1 else ""
+        if row[_S_BAD]:
+            messages.append(prefix + f"scores contain {int(row[_S_BAD])} NaN/Inf entries; expected finite scores")
+        for name, bad, neg, low in (("a", _A_BAD, _A_NEG, _A_MIN), ("b", _B_BAD, _B_NEG, _B_MIN)):
+            if row[bad]:
+                messages.append(prefix + f"{name} contains NaN/Inf; expected finite non-negative masses")
+            elif row[neg]:
+                messages.append(prefix + f"{name} has negative entries (min {row[low]:.3g}); masses must be >= 0")
+        if not row[_B_BAD] and not row[_B_NEG] and row[_B_POS] == 0 and row[_N_COLS] > 0:
+            messages.append(prefix + "b is all zeros; at least one column mass must be positive")
     if messages:
         raise ValueError("invalid Sinkhorn input: " + "; ".join(messages))
-    cols = {s[2] for s in statuses if s[2] >= 0}
+    cols = {int(row[_N_COLS]) for row in table}
     if len(cols) > 1:
-        per_rank = ", ".join(f"rank {r}: K={s[2]}" for r, s in enumerate(statuses))
+        per_rank = ", ".join(f"rank {r}: K={int(row[_N_COLS])}" for r, row in enumerate(table))
         raise ValueError(f"the number of columns K differs across ranks ({per_rank}); every rank must pass the same K")
-    epss = {s[3] for s in statuses}
+    epss = {row[_EPS] for row in table}
     if len(epss) > 1:
         raise ValueError(f"eps differs across ranks ({sorted(epss)}); every rank must pass the same eps")
-    first = statuses[0][5]
-    for rank, status in enumerate(statuses):
-        if any(abs(x - y) > 1e-6 * max(abs(x), abs(y), 1e-300) for x, y in zip(first, status[5])):
-            raise ValueError(
-                f"column masses b differ across ranks (rank 0 and rank {rank}); every rank must pass the same b "
-                "(None means uniform)"
-            )
+
+
+def _check_same_b(comm: Communicator, b64: torch.Tensor) -> None:
+    """Raise on every rank when the normalised ``b`` differs across ranks (compared directly)."""
+    both = comm.all_reduce_(torch.cat([b64, -b64]), op="max")
+    k = b64.shape[0]
+    spread = (both[:k] + both[k:]).abs().max()  # max_r b - min_r b, per column
+    if host_values(spread.reshape(1))[0] > 1e-12:
+        raise ValueError(
+            "column masses b differ across ranks; every rank must pass the same b (None means uniform)"
+        )

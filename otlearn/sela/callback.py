@@ -29,11 +29,11 @@ from typing import Any, Callable, Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from pytorch_lightning.utilities import rank_zero_info
 
+from otlearn.comm import Communicator, default_group
 from otlearn.data.indexed import ShardSampler
 from otlearn.ot import SinkhornSolver
 from otlearn.sela.labeling import assign_labels
@@ -126,10 +126,8 @@ class SelfLabelCallback(pl.Callback):
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _group(trainer: pl.Trainer) -> dist.ProcessGroup | None:
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            return dist.group.WORLD
-        return None
+    def _comm(trainer: pl.Trainer) -> Communicator:
+        return Communicator(default_group() if trainer.world_size > 1 else None)
 
     def _dataset(self, trainer: pl.Trainer) -> Dataset:
         if self.label_dataset is not None:
@@ -191,7 +189,7 @@ class SelfLabelCallback(pl.Callback):
         self.rounds_done.append(epoch)
         stats["epoch"] = epoch
         self.history.append(stats)
-        head0 = {k: float(v) for k, v in stats["heads"][0].items() if k != "sizes"}
+        head0 = {k: float(v) for k, v in stats["heads"][0].items() if k not in ("sizes", "rows")}
         changed = head0.pop("changed")
         pl_module.log_dict({f"sela/{k}": v for k, v in head0.items()}, prog_bar=False, sync_dist=True)
         pl_module.log("sela/changed", changed, prog_bar=True, sync_dist=True)
@@ -212,14 +210,16 @@ class SelfLabelCallback(pl.Callback):
         """One label round; returns its diagnostics (per head: iterations, error, sizes, changes)."""
         t0 = time.perf_counter()
         ks = self._check_module(pl_module)
-        group = self._group(trainer)
+        comm = self._comm(trainer)
         indices, banks = self._fill_bank(trainer, pl_module, len(ks))
         bank, heads, self.potentials = assign_labels(
-            indices, banks, self.labels, self.potentials, self.lam, self.solver, group,
+            indices, banks, self.labels, self.potentials, self.lam, self.solver, comm,
             rounding=self.rounding, dtype=self.solver_dtype,
         )
         self.labels = bank
-        return {"heads": heads, "seconds": time.perf_counter() - t0}
+        rows_per_rank = comm.gather_sizes(heads[0]["rows"])
+        return {"heads": heads, "seconds": time.perf_counter() - t0, "world_size": comm.world_size,
+                "rows_per_rank": rows_per_rank}
 
     def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int):
         was_training = pl_module.training

@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from otlearn.ot import AssignmentProblem, SinkhornSolver
+import torch.distributed as dist
+
+from otlearn.comm import Communicator, resolve
+from otlearn.ot import AssignmentProblem, SinkhornSolver, column_counts
 from otlearn.sela.bank import gather_labels, owned_rows
 
 
@@ -21,11 +23,11 @@ def assign_labels(
     potentials: Sequence[torch.Tensor | None],
     lam: float,
     solver: SinkhornSolver,
-    group: dist.ProcessGroup | None,
+    comm: Communicator | dist.ProcessGroup | None,
     rounding: str = "argmax",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, list[dict[str, Any]], list[torch.Tensor]]:
-    """SeLa's label step over all N samples, rows sharded over ``group``.
+    """SeLa's label step over all N samples, rows sharded over the ranks of ``comm``.
 
     Args:
         indices: (n,) dataset indices of this rank's bank rows (duplicates, e.g. sampler padding,
@@ -35,14 +37,15 @@ def assign_labels(
         potentials: per head, the previous round's ``g`` (K_t,) or None (cold start).
         lam: λ; the solver runs on ``log_softmax(logits)`` with ε = 1/λ, uniform marginals.
         solver: the configured :class:`SinkhornSolver`.
-        group: process group of the ranks (None = one process).
+        comm: the :class:`~otlearn.comm.Communicator` of the ranks (a process group, or ``None`` = one process).
         rounding: ``"argmax"`` (``argmax_k log p_ik + g_k``, SeLa) or ``"balanced"`` (exact counts).
 
     Returns:
         ``(labels (T, N), per-head diagnostics, new potentials)``. Only K-vectors (solver) and
         integers (labels, indices) cross process boundaries.
     """
-    keep = owned_rows(indices.cpu(), group)
+    comm = resolve(comm)
+    keep = owned_rows(indices.cpu(), comm)
     kept_indices = indices.cpu()[keep]
     new_labels, heads, new_potentials = [], [], []
     for h in range(len(banks)):
@@ -50,18 +53,19 @@ def assign_labels(
         banks[h] = None  # release this head's bank before solving
         scores = F.log_softmax(logits[keep.to(logits.device)].float(), dim=1)
         del logits
-        problem = AssignmentProblem.build(scores, 1.0 / lam, group=group, dtype=dtype)
+        problem = AssignmentProblem.build(scores, 1.0 / lam, group=comm, dtype=dtype)
         result = solver(problem, init_g=potentials[h])
         new_potentials.append(result.g.detach().cpu())
         local = result.balanced_assignments() if rounding == "balanced" else result.assignments()
         new_labels.append(local.cpu())
-        heads.append({"iterations": result.n_iters, "error": result.error, "converged": result.converged})
-    bank = gather_labels(kept_indices, torch.stack(new_labels), previous.shape[1], group)
+        heads.append({"iterations": result.n_iters, "error": result.error, "converged": result.converged,
+                      "rows": problem.n_local})
+    bank = gather_labels(kept_indices, torch.stack(new_labels), previous.shape[1], comm)
     missing = bank[0] < 0
     bank[:, missing] = previous[:, missing]
     for h, head in enumerate(heads):
         k = int(new_potentials[h].numel())
-        sizes = torch.bincount(bank[h], minlength=k)
+        sizes = column_counts(bank[h], k)
         head.update(
             smallest=int(sizes.min()), largest=int(sizes.max()), empty=int((sizes == 0).sum()),
             changed=float((bank[h] != previous[h]).float().mean()), sizes=sizes.tolist(),

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
+
+from otlearn.comm import Communicator
 
 
 def usage_stats(counts: torch.Tensor) -> dict[str, float]:
@@ -44,10 +45,7 @@ class CodebookMonitor(pl.Callback):
 
     @staticmethod
     def _reduce(t: torch.Tensor) -> torch.Tensor:
-        t = t.clone()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(t)
-        return t
+        return Communicator.default().all_reduce_(t.clone())
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._quantizer(pl_module).reset_counters()

@@ -18,6 +18,11 @@ For tokens ``z`` (n, d) and codes ``c`` (K, d):
 At inference a token must not depend on its batch: ``inference="nn"`` (default) assigns the
 nearest code; ``inference="potential"`` keeps EMAs of the normalisation statistics and of the
 solver's column potentials g during training and assigns ``argmax_k (−Â_ik + ḡ_k)`` per token.
+
+On a GPU a training forward reads the device once (the NaN/Inf check of its input) plus the
+solver's convergence checks (none with a fixed-iteration solver); statistics stay on the device.
+The assignment runs outside autocast, in float32, and outside ``torch.compile`` tracing, so a
+compiled model calls it eagerly; every collective goes through :mod:`otlearn.comm`.
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from otlearn.ot import AssignmentProblem, SinkhornSolver
+from otlearn.comm import Communicator, host_values, resolve
+from otlearn.ot import AssignmentProblem, SinkhornSolver, full_precision
+from otlearn.ot.rounding import column_counts
 
 
 @dataclass
@@ -42,13 +49,14 @@ class QuantizerOutput:
         indices: code index per token, shape ``input.shape[:-1] + (heads,)`` for (…, D) input,
             ``(B, heads, H, W)`` for (B, C, H, W) input.
         loss: commitment + codebook loss (scalar).
-        stats: batch statistics (perplexity, used fraction, solver iterations…), Python floats.
+        stats: batch statistics (perplexity, used fraction, solver error…) as 0-dim tensors on the
+            input's device (reading one is a host sync; ``self.log`` takes them as they are).
     """
 
     quantized: torch.Tensor
     indices: torch.Tensor
     loss: torch.Tensor
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class OTVectorQuantizer(nn.Module):
@@ -63,7 +71,9 @@ class OTVectorQuantizer(nn.Module):
         assignment: ``"ot"`` (otlearn's solver, global over ``group``), ``"optvq"`` (OptVQ's 5 fixed
             iterations, per process) or ``"nn"``.
         temperature: inverse temperature on normalised distances (OptVQ: 10), ε = 1/temperature.
-        tol, max_iter: solver stopping rule for ``"ot"``.
+        tol, max_iter: solver stopping rule for ``"ot"`` (ignored when ``solver`` is given).
+        solver: a configured :class:`~otlearn.ot.SinkhornSolver` for ``"ot"`` (e.g. fixed iterations,
+            ``SinkhornSolver(tol=None, max_iter=10)``, which reads nothing from the device).
         rounding: hard codes from the plan: ``"argmax"`` of each token's row (OptVQ), or
             ``"balanced"``: exactly ``round(n/K)`` tokens per code over the (global) batch, so every
             code is used whenever the batch has at least K tokens.
@@ -76,7 +86,8 @@ class OTVectorQuantizer(nn.Module):
         codebook_init: ``"normal"`` N(0, 1), ``"uniform"`` ±1/K (taming's) or a (K, d) tensor.
         inference: ``"nn"`` (default) or ``"potential"`` (EMA of the OT potentials).
         ema_decay: decay of the inference EMAs.
-        group: process group for ``"ot"``; ``"auto"`` = the default group when initialised.
+        group: process group for ``"ot"`` and the EMA codebook; ``"auto"`` = the default group when
+            initialised, ``None`` = this process alone.
     """
 
     def __init__(
@@ -100,6 +111,7 @@ class OTVectorQuantizer(nn.Module):
         inference: Literal["nn", "potential"] = "nn",
         ema_decay: float = 0.99,
         group: dist.ProcessGroup | str | None = "auto",
+        solver: SinkhornSolver | None = None,
     ) -> None:
         super().__init__()
         checks = [
@@ -125,7 +137,7 @@ class OTVectorQuantizer(nn.Module):
         self.rounding = rounding
         self.commitment, self.codebook_weight, self.ema_decay = commitment, codebook_weight, ema_decay
         self.group = group
-        self.solver = SinkhornSolver(tol=tol, max_iter=max_iter)
+        self.solver = solver if solver is not None else SinkhornSolver(tol=tol, max_iter=max_iter)
         self.fixed_solver = SinkhornSolver(tol=None, max_iter=5)
         self.codebook_update = codebook_update
         self.codebook = nn.Parameter(self._init_codes(codebook_init), requires_grad=codebook_update == "gradient")
@@ -142,6 +154,7 @@ class OTVectorQuantizer(nn.Module):
         self.register_buffer("ema_initialised", torch.tensor(False))
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long))
         self.register_buffer("disagreements", torch.zeros(2, dtype=torch.long))  # (OT != NN, tokens)
+        self._ema_ready: bool | None = None  # host copy of ema_initialised (read once, then kept)
 
     def _init_codes(self, init: str | torch.Tensor) -> torch.Tensor:
         if isinstance(init, torch.Tensor):
@@ -159,26 +172,32 @@ class OTVectorQuantizer(nn.Module):
         """(K, d) the effective codebook (after the optional projection)."""
         return self.projection(self.codebook) if self.projection is not None else self.codebook
 
-    def _group(self) -> dist.ProcessGroup | None:
-        if self.group == "auto":
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                return dist.group.WORLD
-            return None
-        return self.group
+    def _comm(self) -> Communicator:
+        return resolve(self.group)
+
+    def _ema_is_ready(self) -> bool:
+        """Whether the inference EMAs hold a value; the buffer is read once, then tracked on the host."""
+        if self._ema_ready is None:
+            self._ema_ready = bool(host_values(self.ema_initialised.reshape(1))[0])
+        return self._ema_ready
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ema_ready = None  # re-read the loaded buffer
 
     def distances(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """(n, K) float32 distances, no autocast, no gradient."""
-        with torch.no_grad(), torch.autocast(device_type=tokens.device.type, enabled=False):
+        with torch.no_grad(), full_precision(tokens.device):
             z, c = tokens.float(), codes.float()
             if self.distance == "cosine":
                 return 1 - F.normalize(z, dim=1) @ F.normalize(c, dim=1).T
             return torch.cdist(z, c)
 
-    def _normalised_scores(self, dists: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _normalised_scores(self, dists: torch.Tensor, comm: Communicator) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores ``−Â`` (n, K) from the normalised distances, and the (mean, std, min) used.
 
         ``all``: ``Â = (A − mean)/(std + 1e-6) − min`` with mean, std (unbiased) and min over the whole
-        matrix — over all ranks of ``group`` (count, sum and sum of squares all-reduced; min by MAX of
+        matrix — over all ranks of ``comm`` (count, sum and sum of squares all-reduced; min by MAX of
         −min); ``dim``: the same per row; ``none``: ``Â = A``.
         """
         identity = torch.tensor([0.0, 1.0, 0.0], device=dists.device)
@@ -195,9 +214,8 @@ class OTVectorQuantizer(nn.Module):
             torch.dot(flat, flat).double() if flat.numel() else torch.zeros((), dtype=torch.float64, device=dists.device),
         ])
         neg_low = (-flat.min()).double().reshape(1) if flat.numel() else torch.full((1,), -math.inf, dtype=torch.float64, device=dists.device)
-        if group is not None:
-            dist.all_reduce(moments, group=group)
-            dist.all_reduce(neg_low, op=dist.ReduceOp.MAX, group=group)
+        comm.all_reduce_(moments)
+        comm.all_reduce_(neg_low, op="max")
         n, total, total_sq = moments
         mean = total / n.clamp(min=1)
         var = ((total_sq - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)  # unbiased, as torch.std
@@ -208,36 +226,46 @@ class OTVectorQuantizer(nn.Module):
         # −Â = −A/(std + 1e-6) + mean/(std + 1e-6) + zmin
         return (dists * (-inv)).add_(stats[0] * inv + stats[2]), stats
 
-    def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    @torch.compiler.disable
+    def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Codes of a training batch: distances, normalisation, OT, rounding, inference EMAs.
+
+        The scores are built here from finite inputs, so the problem skips re-validation
+        (:meth:`AssignmentProblem.trusted`).
+        """
         dists = self.distances(tokens, codes)
         nn_idx = dists.argmin(1)
         if self.assignment == "nn":
             return nn_idx, {}
-        group = self._group() if self.assignment == "ot" else None
-        scores, stats = self._normalised_scores(dists, group)
-        problem = AssignmentProblem.build(scores, 1.0 / self.temperature, group=group, check_finite=False)
+        comm = self._comm() if self.assignment == "ot" else Communicator()
+        scores, stats = self._normalised_scores(dists, comm)
+        problem = AssignmentProblem.trusted(scores, 1.0 / self.temperature, group=comm)
         solver = self.solver if self.assignment == "ot" else self.fixed_solver
-        init_g = self.ema_g if (self.assignment == "ot" and bool(self.ema_initialised)) else None
-        result = solver(problem, init_g=init_g)
+        ready = self._ema_is_ready()
+        result = solver(problem, init_g=self.ema_g if (self.assignment == "ot" and ready) else None)
         idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
         with torch.no_grad():
             g = result.g - result.g.max()
-            if bool(self.ema_initialised):
+            if ready:
                 self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
                 self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
             else:
                 self.ema_g.copy_(g)
                 self.ema_stats.copy_(stats)
                 self.ema_initialised.fill_(True)
-            self.disagreements += torch.tensor([int((idx != nn_idx).sum()), idx.numel()], device=idx.device)
-        return idx, {"solver_iterations": float(result.n_iters), "solver_error": float(result.error)}
+                self._ema_ready = True
+            self.disagreements[0] += (idx != nn_idx).sum()
+            self.disagreements[1] += idx.numel()
+        return idx, {"solver_iterations": torch.tensor(float(result.n_iters), device=idx.device),
+                     "solver_error": result.final_error.float()}
 
+    @torch.compiler.disable
     def _assign_eval(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         dists = self.distances(tokens, codes)
-        if self.inference == "nn" or self.assignment == "nn" or not bool(self.ema_initialised):
+        if self.inference == "nn" or self.assignment == "nn" or not self._ema_is_ready():
             return dists.argmin(1)
         if self.normalize in ("dim", "none"):
-            scores, _ = self._normalised_scores(dists, None)  # per token already
+            scores, _ = self._normalised_scores(dists, Communicator())  # per token already
         else:
             mean, std, zmin = self.ema_stats
             scores = -((dists - mean) / (std + 1e-6) - zmin)
@@ -254,7 +282,7 @@ class OTVectorQuantizer(nn.Module):
             flat = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x[None]
         if flat.shape[-1] != self.dim:
             raise ValueError(f"expected tokens of dimension {self.dim}, got input of shape {tuple(x.shape)}")
-        if not bool(torch.isfinite(flat).all()):
+        if not host_values(torch.isfinite(flat).all().reshape(1))[0]:  # the forward's one host read
             raise ValueError("the quantizer input contains NaN/Inf; check the encoder (learning rate, precision)")
         tokens = flat.reshape(-1, self.code_dim)
         codes = self.codes()
@@ -262,7 +290,7 @@ class OTVectorQuantizer(nn.Module):
             idx, stats = self._assign_train(tokens.detach(), codes.detach())
         else:
             idx, stats = self._assign_eval(tokens.detach(), codes.detach()), {}
-        counts = torch.bincount(idx, minlength=self.num_codes)
+        counts = column_counts(idx, self.num_codes)
         if self.training:
             with torch.no_grad():
                 self.usage += counts
@@ -275,8 +303,8 @@ class OTVectorQuantizer(nn.Module):
             loss = loss + self.codebook_weight * F.mse_loss(z_q, tokens.detach())
         out = self._estimate(tokens, z_q)
         probs = counts.float() / counts.sum().clamp(min=1)
-        stats.update(perplexity=float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum())),
-                     used_fraction=float((counts > 0).float().mean()))
+        entropy = -torch.where(probs > 0, probs * probs.clamp(min=1e-30).log(), torch.zeros_like(probs)).sum()
+        stats.update(perplexity=entropy.exp().detach(), used_fraction=(counts > 0).float().mean())
         out = out.reshape(flat.shape)
         indices = idx.reshape(flat.shape[0], self.heads)
         if spatial:
@@ -287,14 +315,14 @@ class OTVectorQuantizer(nn.Module):
             indices = indices.reshape(*x.shape[:-1], self.heads) if x.dim() > 1 else indices[0]
         return QuantizerOutput(out, indices, loss, stats)
 
+    @torch.compiler.disable
     def _ema_update(self, tokens: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         """``N_k ← γN_k + (1−γ)n_k``, ``m_k ← γm_k + (1−γ)Σ_{i→k} z_i``, code_k = m_k / N_k (Laplace-smoothed)."""
         counts = counts.to(tokens.dtype)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, tokens.to(self.ema_sum.dtype))
-        group = self._group()
-        if group is not None:
-            dist.all_reduce(counts, group=group)
-            dist.all_reduce(sums, group=group)
+        comm = self._comm()
+        comm.all_reduce_(counts)
+        comm.all_reduce_(sums)
         decay = self.ema_decay
         self.ema_count.mul_(decay).add_((1 - decay) * counts)
         self.ema_sum.mul_(decay).add_((1 - decay) * sums)
