@@ -29,13 +29,16 @@ ReduceOp = Literal["sum", "max", "min"]
 
 
 def host_values(tensor: torch.Tensor) -> list:
-    """``tensor`` as a Python list, through one explicit device-to-host copy (one sync on a GPU).
+    """``tensor`` as a Python list, through one device-to-host copy (one sync on a GPU).
 
-    The copy is requested explicitly (``device="cpu"``, ``copy=True``), so it is visible to a
-    ``TorchDispatchMode`` as ``aten._to_copy(device=cpu)`` also when the tensor is on the CPU:
-    tests count host reads on CPU-only machines with it.
+    The host copy's first element is then read with ``.item()``: free (it is already on the host),
+    but it shows the read to a ``TorchDispatchMode`` as one ``_local_scalar_dense`` also on a
+    CPU-only machine, where tests count host reads.
     """
-    return tensor.detach().to(device="cpu", copy=True).tolist()
+    host = tensor.detach().cpu()
+    if host.numel():
+        host.reshape(-1)[0].item()
+    return host.tolist()
 
 
 def default_group() -> dist.ProcessGroup | None:

@@ -533,5 +533,8 @@ class _KernelOperator(_LogOperator):
         return self._build(self.g + self.p.eps * torch.log(self.v))
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F + ε log u, G + ε log v)``, shifted like the log operator's (max g = 0)."""
         eps = self.p.eps
-        return self.f + eps * torch.log(self.u), self.g + eps * torch.log(self.v)
+        g = self.g + eps * torch.log(self.v)
+        shift = torch.where(self.positive, g, torch.full_like(g, -math.inf)).amax()
+        return self.f + eps * torch.log(self.u) + shift, g - shift

@@ -233,6 +233,10 @@ class OTVectorQuantizer(nn.Module):
         The scores are built here from finite inputs, so the problem skips re-validation
         (:meth:`AssignmentProblem.trusted`).
         """
+        with full_precision(tokens.device):
+            return self._assign_full_precision(tokens, codes)
+
+    def _assign_full_precision(self, tokens: torch.Tensor, codes: torch.Tensor):
         dists = self.distances(tokens, codes)
         nn_idx = dists.argmin(1)
         if self.assignment == "nn":
@@ -261,6 +265,10 @@ class OTVectorQuantizer(nn.Module):
 
     @torch.compiler.disable
     def _assign_eval(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        with full_precision(tokens.device):
+            return self._assign_eval_full_precision(tokens, codes)
+
+    def _assign_eval_full_precision(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         dists = self.distances(tokens, codes)
         if self.inference == "nn" or self.assignment == "nn" or not self._ema_is_ready():
             return dists.argmin(1)

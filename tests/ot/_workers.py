@@ -62,3 +62,26 @@ def round_shard(rank: int, world_size: int, scores, sizes) -> "numpy.ndarray":
     start = sum(sizes[:rank])
     problem = AssignmentProblem.build(scores[start : start + sizes[rank]], 1.0, group=dist.group.WORLD)
     return balanced_assignments(problem, torch.zeros(scores.shape[1], dtype=torch.float32)).numpy()
+
+
+def count_reads_on_shard(rank: int, world_size: int, mode: str) -> dict:
+    """Host reads of a solve on a rank of a gloo group (uneven shards)."""
+    from otlearn.ot import AssignmentProblem, SinkhornSolver
+    from tests._modes import HostSyncCounter
+
+    torch.manual_seed(rank)
+    scores = torch.nn.functional.normalize(torch.randn(60 + 37 * rank, 8), dim=1) @ torch.nn.functional.normalize(
+        torch.randn(20, 8, generator=torch.Generator().manual_seed(0)), dim=1).T
+    counts = {}
+    for iters in (5, 35):
+        with HostSyncCounter() as counter:
+            problem = AssignmentProblem.build(scores, 0.01, group=dist.group.WORLD)
+            SinkhornSolver(tol=None, max_iter=iters, mode=mode)(problem)
+        counts[iters] = counter.count
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinkhornConvergenceWarning)
+        with HostSyncCounter() as counter:
+            problem = AssignmentProblem.build(scores, 0.01, group=dist.group.WORLD)
+            result = SinkhornSolver(tol=1e-12, max_iter=40, check_every=10, mode=mode)(problem)
+    return {"fixed_per_iteration": (counts[35] - counts[5]) / 30, "fixed_call": counts[5],
+            "tol_reads": counter.count, "checks": len(result.errors)}
