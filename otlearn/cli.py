@@ -29,6 +29,26 @@ def _error(message: str) -> None:
     raise SystemExit(2)
 
 
+def _relaunchable_argv0() -> str:
+    """What ``sys.argv[0]`` must be for Lightning's DDP launcher to start the other ranks.
+
+    With ``--trainer.strategy ddp`` on one machine (no SLURM, no torchrun), rank 0 re-executes
+    ``python -m <__main__'s module>`` when there is one (``python -m otlearn``), else
+    ``python <abspath(sys.argv[0])>``: the ``otlearn`` console script, never a bare "otlearn",
+    which would resolve against the current folder.
+    """
+    import __main__
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if getattr(__main__, "__spec__", None) is not None:
+        return argv0  # Lightning relaunches the module; argv[0] is not used
+    if argv0 and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
+    beside = os.path.join(os.path.dirname(sys.executable), "otlearn")
+    return beside if os.path.isfile(beside) else (shutil.which("otlearn") or argv0)
+
+
 def lightning_main(argv: list[str]) -> None:
     """``otlearn fit|validate|test|predict``: LightningCLI over every LightningModule/DataModule."""
     from pytorch_lightning import LightningDataModule, LightningModule
@@ -37,7 +57,7 @@ def lightning_main(argv: list[str]) -> None:
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv) and not os.path.isfile(argv[i + 1]):
             _error(f"config file not found: {argv[i + 1]} (see configs/ for the shipped ones)")
-    sys.argv = ["otlearn"] + argv
+    sys.argv = [_relaunchable_argv0()] + argv
 
     class OtlearnCLI(LightningCLI):
         def before_fit(self) -> None:
