@@ -35,9 +35,9 @@ def host_values(tensor: torch.Tensor) -> list:
     but it shows the read to a ``TorchDispatchMode`` as one ``_local_scalar_dense`` also on a
     CPU-only machine, where tests count host reads.
     """
-    host = tensor.detach().cpu()
+    host = tensor.cpu()
     if host.numel():
-        host.reshape(-1)[0].item()
+        (host if host.dim() == 1 else host.reshape(-1))[0].item()
     return host.tolist()
 
 

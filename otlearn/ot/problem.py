@@ -27,10 +27,11 @@ from otlearn.comm import Communicator, host_values, resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-# layout of the per-rank status vector (float64)
-(_HOST_PROBLEMS, _N_LOCAL, _N_COLS, _EPS, _A_SUM, _S_BAD, _A_BAD, _A_NEG, _A_MIN, _B_BAD, _B_NEG, _B_MIN, _B_POS,
- _B_GIVEN) = range(14)
-_STATUS_LEN = 14
+# layout of the per-rank status vector: host-known entries, then entries measured on the device
+_HOST_PROBLEMS, _N_LOCAL, _N_COLS, _EPS, _B_GIVEN = range(5)
+_N_HOST = 5
+_S_BAD, _A_BAD, _A_NEG, _A_MIN, _A_SUM, _B_BAD, _B_NEG, _B_MIN, _B_POS = range(_N_HOST, _N_HOST + 9)
+_N_DEVICE = 9
 
 
 @dataclass
@@ -46,6 +47,8 @@ class AssignmentProblem:
         n_global: total number of rows over all ranks.
         row_offset: global index of this rank's first row (rows are ordered rank by rank).
         dtype: compute dtype (float32 or float64).
+        all_columns_positive: whether every ``b_k > 0`` (known on the host; lets the solver skip
+            masking zero-mass columns).
     """
 
     scores: torch.Tensor
@@ -56,6 +59,7 @@ class AssignmentProblem:
     n_global: int
     row_offset: int
     dtype: torch.dtype = field(default=torch.float32)
+    all_columns_positive: bool = True
 
     @property
     def n_local(self) -> int:
@@ -101,17 +105,24 @@ class AssignmentProblem:
         host_problems = _host_problems(scores, eps, a, b)
         valid = not host_problems
         device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
-        status = torch.full((_STATUS_LEN,), 0.0, dtype=torch.float64, device=device)
-        status[_HOST_PROBLEMS] = len(host_problems)
-        status[_N_LOCAL] = scores.shape[0] if valid else 0
-        status[_N_COLS] = scores.shape[1] if valid else -1
-        status[_EPS] = float(eps) if isinstance(eps, (int, float)) else math.nan
-        if valid:
-            _fill_tensor_status(status, scores, a, b, check_finite)
-        statuses = torch.stack(comm.all_gather(status)) if comm.distributed else status[None]
-        table = host_values(statuses)  # the one host read of validation
+        host = [0.0] * _N_HOST
+        host[_HOST_PROBLEMS] = len(host_problems)
+        host[_N_LOCAL] = scores.shape[0] if valid else 0
+        host[_N_COLS] = scores.shape[1] if valid else -1
+        host[_EPS] = float(eps) if isinstance(eps, (int, float)) else math.nan
+        host[_B_GIVEN] = float(b is not None)
+        measured = _device_status(scores, a, b, check_finite, device) if valid else torch.zeros(_N_DEVICE, device=device)
+        if comm.distributed:
+            status = torch.cat([torch.tensor(host, dtype=torch.float64, device=device), measured.double()])
+            table = host_values(torch.stack(comm.all_gather(status)))  # the one host read of validation
+        else:
+            table = [host + host_values(measured)]
         if any(row[_HOST_PROBLEMS] > 0 for row in table):
             _raise_host_problems(comm, host_problems)
+        if any(row[_S_BAD] for row in table):  # error path: the exact counts, on every rank together
+            mine = int((~torch.isfinite(scores)).sum()) if check_finite and scores.numel() else 0
+            for row, count in zip(table, comm.all_gather_object(mine)):
+                row[_S_BAD] = count
         _raise_on_any(table)
 
         n_global = int(sum(row[_N_LOCAL] for row in table))
@@ -135,7 +146,8 @@ class AssignmentProblem:
         if comm.distributed and any(row[_B_GIVEN] for row in table):
             _check_same_b(comm, b64)  # every rank takes part, also those that passed None
         b_norm = b64.to(dtype)
-        return cls(scores, float(eps), a_norm, b_norm, comm, n_global, row_offset, dtype)
+        all_positive = all(row[_B_POS] == row[_N_COLS] for row in table)
+        return cls(scores, float(eps), a_norm, b_norm, comm, n_global, row_offset, dtype, all_positive)
 
     @classmethod
     def trusted(
@@ -189,28 +201,34 @@ def _host_problems(scores: object, eps: object, a: object, b: object) -> list[st
     return problems
 
 
-def _fill_tensor_status(status: torch.Tensor, scores: torch.Tensor, a, b, check_finite: bool) -> None:
-    """Device-side counts of what is wrong with valid-shaped inputs, written into ``status``."""
-    dev = status.device
+def _device_status(scores: torch.Tensor, a, b, check_finite: bool, device: torch.device) -> torch.Tensor:
+    """(9,) float64 device-side counts of what is wrong with valid-shaped inputs (one stack, no read):
+    non-finite scores; for a and b: non-finite and negative entries, min (and sum of a, positive
+    entries of b); masses that were not given read as uniform."""
+    zero = torch.zeros((), dtype=torch.float64, device=device)
     if check_finite and scores.numel():
-        status[_S_BAD] = (~torch.isfinite(scores)).sum()
-    if a is None:
-        status[_A_SUM] = scores.shape[0]
-    elif a.numel():
-        a = a.to(dev)
-        status[_A_BAD] = (~torch.isfinite(a)).sum()
-        status[_A_NEG] = (a < 0).sum()
-        status[_A_MIN] = torch.nan_to_num(a.double(), nan=0.0, posinf=0.0, neginf=0.0).min()
-        status[_A_SUM] = torch.nan_to_num(a.double(), nan=0.0, posinf=0.0, neginf=0.0).sum()
-    if b is not None:
-        b = b.to(dev)
-        status[_B_GIVEN] = 1
-        status[_B_BAD] = (~torch.isfinite(b)).sum()
-        status[_B_NEG] = (b < 0).sum()
-        status[_B_MIN] = torch.nan_to_num(b.double(), nan=0.0, posinf=0.0, neginf=0.0).min()
-        status[_B_POS] = (b > 0).sum()
+        # one read pass in the scores' own dtype: min and max are finite exactly when every score is
+        # (NaN propagates); the exact count is taken on the error path
+        low, high = torch.aminmax(scores)
+        s_bad = (~(torch.isfinite(low) & torch.isfinite(high))).to(torch.float64)
     else:
-        status[_B_POS] = scores.shape[1]
+        s_bad = zero
+    if a is None:
+        a_part = [zero, zero, zero, torch.full((), float(scores.shape[0]), dtype=torch.float64, device=device)]
+    elif a.numel() == 0:
+        a_part = [zero, zero, zero, zero]
+    else:
+        a64 = a.to(device=device, dtype=torch.float64)
+        clean = torch.nan_to_num(a64, nan=0.0, posinf=0.0, neginf=0.0)
+        a_part = [(~torch.isfinite(a64)).sum(dtype=torch.float64), (a64 < 0).sum(dtype=torch.float64), clean.min(), clean.sum()]
+    if b is None:
+        b_part = [zero, zero, zero, torch.full((), float(scores.shape[1]), dtype=torch.float64, device=device)]
+    else:
+        b64 = b.to(device=device, dtype=torch.float64)
+        clean = torch.nan_to_num(b64, nan=0.0, posinf=0.0, neginf=0.0)
+        b_part = [(~torch.isfinite(b64)).sum(dtype=torch.float64), (b64 < 0).sum(dtype=torch.float64), clean.min(),
+                  (b64 > 0).sum(dtype=torch.float64)]
+    return torch.stack([s_bad, *a_part, *b_part])
 
 
 def _raise_host_problems(comm: Communicator, mine: list[str]) -> None:

@@ -75,6 +75,7 @@ class SinkhornResult:
         mode: the operator that ran ("kernel" or "log").
         n_rebuilds: kernel builds from the scores (cold/warm start and absorptions; 0 in log mode).
         final_error: 0-dim device tensor, the column error of the returned plan (no sync until read).
+        kept_plan: the plan, when the solver ran with ``return_plan=True``.
     """
 
     f: torch.Tensor
@@ -86,6 +87,7 @@ class SinkhornResult:
     mode: str = "log"
     n_rebuilds: int = 0
     final_error: torch.Tensor | None = field(default=None, repr=False)
+    kept_plan: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def error(self) -> float:
@@ -98,8 +100,11 @@ class SinkhornResult:
         """(n_local, K) transport plan ``P_ik = exp((S_ik + f_i + g_k) / ε)``; all entries sum to 1.
 
         Since ``f`` is the exact row update of ``g``, this equals ``a_i softmax_k((S_ik + g_k)/ε)``,
-        which is how it is computed: no cancellation between large ``S`` and ``f``.
+        which is how it is computed (no cancellation between large ``S`` and ``f``), unless the
+        solver kept it (``return_plan=True``).
         """
+        if self.kept_plan is not None:
+            return self.kept_plan
         p = self.problem
         with full_precision(p.device):
             return p.a[:, None] * torch.softmax((p.scores.to(p.dtype) + self.g[None, :]) / p.eps, dim=1)
@@ -140,6 +145,9 @@ class SinkhornSolver:
             a factor, the solver first solves at ε₀ = the global score range, then at
             ``ε₀·factor, ε₀·factor², …`` down to ε, each stage warm-started from the previous g
             (intermediate stages stop at ``max(tol, 1e-2)``, each within ``max_iter`` iterations).
+        return_plan: keep the (n_local, K) plan in the result. The kernel operator then turns its
+            cached kernel into ``diag(u) Kmat diag(v)`` in place (one multiply pass, no exp(), no new
+            memory); otherwise :meth:`SinkhornResult.plan` recomputes it from ``g`` (one exp pass).
     """
 
     tol: float | None = 1e-3
@@ -150,6 +158,7 @@ class SinkhornSolver:
     max_kernel_bytes: int = 2 * 1024**3
     log_scaling_bound: float = 20.0
     eps_scaling: float | None = None
+    return_plan: bool = False
 
     def __post_init__(self) -> None:
         if self.eps_scaling is not None and not (0.0 < self.eps_scaling < 1.0):
@@ -188,34 +197,40 @@ class SinkhornSolver:
     def _solve(self, problem: AssignmentProblem, init_g: torch.Tensor | None) -> SinkhornResult:
         mode = self._pick_mode(problem)
         operator = _KernelOperator if mode == "kernel" else _LogOperator
-        op = operator(problem, self.chunk_size, self.log_scaling_bound)
+        op = operator(problem, self.chunk_size)
         fixed = self.tol is None
         every = self.check_every or (10 if fixed or problem.device.type != "cpu" else 1)
+        absorb_above = math.exp(self.log_scaling_bound)
         if init_g is None:
-            col_sums, n_iters = op.cold_start(), 1
+            op.cold_start()
+            n_iters = 1
         else:
-            col_sums, n_iters = op.warm_start(init_g), 0
+            op.warm_start(init_g)
+            n_iters = 0
         errors: list[float] = []
         converged = False
+        error = None
         while True:
             last = n_iters >= self.max_iter
             if not fixed and (last or n_iters % every == 0):
-                err, absorb = _read_check(op, col_sums, problem.b)  # the one host read of a check
+                error, values = op.check()
+                err, *scalings = host_values(values)  # the one host read of a check
                 errors.append(err)
                 if err <= self.tol:
                     converged = True
                     break
                 if last:
                     break
-                if absorb:
-                    col_sums = op.absorb()
+                if scalings and (scalings[0] > absorb_above or scalings[1] * absorb_above < 1.0):
+                    op.absorb()
             elif last:
                 break
             elif fixed and op.absorbs and n_iters % every == 0:
-                col_sums = op.absorb()
-            op.column_update(col_sums)
+                op.absorb()
+            op.column_update()
             n_iters += 1
-            col_sums = op.row_update()
+            op.row_update()
+            error = None
         if not fixed and not converged:
             warnings.warn(
                 f"Sinkhorn did not converge: column-marginal error {errors[-1]:.3g} > tol {self.tol:g} "
@@ -223,9 +238,11 @@ class SinkhornSolver:
                 SinkhornConvergenceWarning,
                 stacklevel=4,
             )
+        if error is None:
+            error = _column_error(op.column_sums(), problem)
         f, g = op.potentials()
-        final = _column_error(col_sums, problem.b)
-        return SinkhornResult(f, g, n_iters, converged, errors, problem, mode, op.n_builds, final)
+        plan = op.take_plan() if self.return_plan else None
+        return SinkhornResult(f, g, n_iters, converged, errors, problem, mode, op.n_builds, error, plan)
 
     def _pick_mode(self, problem: AssignmentProblem) -> str:
         if self.mode != "auto":
@@ -251,6 +268,7 @@ def sinkhorn(
     eps_scaling: float | None = None,
     max_kernel_bytes: int = 2 * 1024**3,
     log_scaling_bound: float = 20.0,
+    return_plan: bool = False,
 ) -> SinkhornResult:
     """Solve ``max_P <P, S> + ε H(P)`` with marginals ``a`` (rows) and ``b`` (columns).
 
@@ -265,8 +283,8 @@ def sinkhorn(
         init_g: (K,) warm start, e.g. the previous round's ``result.g``.
         group: process group the rows are sharded over; ``None`` = this process alone.
         dtype: compute dtype, float32 (default) or float64, whatever the input dtype.
-        mode, chunk_size, check_every, eps_scaling, max_kernel_bytes, log_scaling_bound: see
-            :class:`SinkhornSolver`.
+        mode, chunk_size, check_every, eps_scaling, max_kernel_bytes, log_scaling_bound, return_plan:
+            see :class:`SinkhornSolver`.
 
     Returns:
         A :class:`SinkhornResult`.
@@ -275,6 +293,7 @@ def sinkhorn(
     solver = SinkhornSolver(
         tol=tol, max_iter=max_iter, check_every=check_every, mode=mode, chunk_size=chunk_size,
         eps_scaling=eps_scaling, max_kernel_bytes=max_kernel_bytes, log_scaling_bound=log_scaling_bound,
+        return_plan=return_plan,
     )
     return solver(problem, init_g=init_g)
 
@@ -312,19 +331,12 @@ def _eps_stages(problem: AssignmentProblem, factor: float) -> list[float]:
     return stages
 
 
-def _column_error(col_sums: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _column_error(col_sums: torch.Tensor, p: AssignmentProblem, ones: torch.Tensor | None = None) -> torch.Tensor:
     """0-dim ``max_k |colsum_k / b_k − 1|`` over columns with ``b_k > 0`` (no host read)."""
-    rel = (col_sums / b - 1.0).abs()
-    return torch.where(b > 0, rel, torch.zeros_like(rel)).amax()
-
-
-def _read_check(op: "_LogOperator", col_sums: torch.Tensor, b: torch.Tensor) -> tuple[float, bool]:
-    """One host read: the column error, and whether the operator should absorb (packed as a sign)."""
-    err = _column_error(col_sums, b).double()
-    flag = op.needs_absorb()
-    packed = err if flag is None else torch.where(flag, -1.0 - err, err)
-    value = host_values(packed.reshape(1))[0]
-    return (-1.0 - value, True) if value < 0 else (value, False)
+    if p.all_columns_positive:
+        return torch.dist(col_sums / p.b, torch.ones_like(col_sums) if ones is None else ones, p=math.inf)
+    rel = (col_sums / p.b - 1.0).abs()
+    return torch.where(p.b > 0, rel, torch.zeros_like(rel)).amax()
 
 
 def _normalised(g: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -343,36 +355,58 @@ def _floor(dtype: torch.dtype) -> float:
 
 
 def _row_pass(
-    p: AssignmentProblem, g: torch.Tensor, chunk_size: int | None, kernel: torch.Tensor | None = None
+    p: AssignmentProblem, g: torch.Tensor | None, chunk_size: int | None, kernel: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact row update from ``g``: returns ``(f, global column sums of the new plan)``.
+    """Exact row update from ``g`` (``None``: g = 0): returns ``(f, global column sums of the new plan)``.
 
-    When ``kernel`` is given it is filled with ``exp((S + g)/ε − lse_i)`` (each row sums to 1) and the
-    returned potential is that row normaliser ``F = −ε lse`` (without ``ε log a``).
+    When ``kernel`` is given it is filled with ``exp((S + g)/ε − M_i)``, ``M_i`` the row's max (each
+    row's largest entry is 1), the returned potential is ``F = −ε M`` (without ``ε log a``) and the
+    column sums are replaced by the row sums ``Σ_k Kmat_ik`` (the kernel operator's first ``u`` is
+    ``a / rowsum``).
     """
     eps = p.eps
-    f = torch.empty(p.n_local, dtype=p.dtype, device=p.device)
+    blocks = p.row_blocks(chunk_size)
+    single = len(blocks) == 1
+    f = None if single else torch.empty(p.n_local, dtype=p.dtype, device=p.device)
     col_sums = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
-    g_scaled = g / eps
-    for rows in p.row_blocks(chunk_size):
-        block = p.scores[rows]
-        if block.dtype.itemsize > g_scaled.dtype.itemsize:
+    row_sums = None if single else torch.empty(p.n_local, dtype=p.dtype, device=p.device)
+    if kernel is not None and p.n_local == 0:
+        row_sums = torch.empty(0, dtype=p.dtype, device=p.device)
+    g_scaled = None if g is None else g / eps
+    for rows in blocks:
+        block = p.scores if single else p.scores[rows]
+        if block.dtype.itemsize > p.dtype.itemsize:
             block = block.to(p.dtype)  # float64 scores, float32 compute
+        out = None if kernel is None else (kernel if single else kernel[rows])
         # (S + g)/ε, promoting half inputs to the compute dtype; written into the kernel when cached
-        z = torch.add(g_scaled, block, alpha=1.0 / eps, out=kernel[rows]) if kernel is not None else \
-            torch.add(g_scaled, block, alpha=1.0 / eps)
+        if g_scaled is None:
+            if block.dtype != p.dtype:
+                block = block.to(p.dtype)  # half inputs: multiply in the compute dtype
+            z = torch.mul(block, 1.0 / eps, out=out) if out is not None else torch.mul(block, 1.0 / eps)
+        else:
+            z = torch.add(g_scaled, block, alpha=1.0 / eps, out=out) if out is not None else \
+                torch.add(g_scaled, block, alpha=1.0 / eps)
         row_max = z.amax(1, keepdim=True)
         z.sub_(row_max).exp_()
         row_sum = z.sum(1)
-        lse = row_max.squeeze(1) + torch.log(row_sum)
-        a_rows = p.a[rows]
+        a_rows = p.a if single else p.a[rows]
         if kernel is None:
-            f[rows] = eps * (torch.log(a_rows) - lse)
+            f_rows = eps * (torch.log(a_rows) - row_max.squeeze(1) - torch.log(row_sum))
             col_sums.addmv_(z.T, a_rows / row_sum)
         else:
-            z.div_(row_sum[:, None])
-            f[rows] = -eps * lse
-            col_sums.addmv_(z.T, a_rows)
+            f_rows = row_max.squeeze(1).mul_(-eps)
+            if single:
+                row_sums = row_sum
+            else:
+                row_sums[rows] = row_sum
+        if single:
+            f = f_rows
+        else:
+            f[rows] = f_rows
+    if f is None:  # no rows on this rank
+        f = torch.empty(0, dtype=p.dtype, device=p.device)
+    if kernel is not None:
+        return f, row_sums
     return f, p.comm.all_reduce_(col_sums)
 
 
@@ -404,137 +438,180 @@ def _exact_column_update(p: AssignmentProblem, f: torch.Tensor, chunk_size: int 
 
 # ----------------------------------------------------------------------------- operators
 class _LogOperator:
-    """Log-domain iterates: potentials ``f`` (n_local,) and ``g`` (K,), streamed in row chunks."""
+    """Log-domain iterates: potentials ``f`` (n_local,) and ``g`` (K,), streamed in row chunks.
+
+    The operator protocol of the loop: ``cold_start``/``warm_start`` (each ends with a row update),
+    ``column_update``, ``row_update``, ``column_sums`` (of the current plan), ``check`` (the error
+    and what the host must read), ``absorb``, ``potentials``, ``take_plan``.
+    """
 
     absorbs = False
 
-    def __init__(self, problem: AssignmentProblem, chunk_size: int | None, tau: float = 20.0) -> None:
+    def __init__(self, problem: AssignmentProblem, chunk_size: int | None) -> None:
         self.p = problem
-        self.tau = tau
         self.chunk_size = chunk_size
         self.positive = problem.b > 0
         self.log_b = torch.log(problem.b)
         self.floor = _floor(problem.dtype)
         self.f = torch.zeros(problem.n_local, dtype=problem.dtype, device=problem.device)
         self.g = torch.zeros(problem.n_cols, dtype=problem.dtype, device=problem.device)
+        self.col = torch.zeros_like(self.g)
         self.n_builds = 0
 
-    def cold_start(self) -> torch.Tensor:
+    def cold_start(self) -> None:
         """The first column update from ``f = ε log a`` (SwAV's and SeLa's start), then a row update."""
         self.g = _exact_column_update(self.p, self.p.eps * torch.log(self.p.a), self.chunk_size)
-        return self.row_update()
+        self.row_update()
 
-    def warm_start(self, g: torch.Tensor) -> torch.Tensor:
+    def warm_start(self, g: torch.Tensor) -> None:
         self.g = _normalised(g, self.positive)
-        return self.row_update()
+        self.row_update()
 
-    def row_update(self) -> torch.Tensor:
-        self.f, col_sums = _row_pass(self.p, self.g, self.chunk_size)
-        return col_sums
+    def row_update(self) -> None:
+        self.f, self.col = _row_pass(self.p, self.g, self.chunk_size)
 
-    def column_update(self, col_sums: torch.Tensor) -> None:
+    def column_sums(self) -> torch.Tensor:
+        return self.col
+
+    def column_update(self) -> None:
         """``g += ε (log b − log colsum)`` (the exact update; a floored step for underflowed columns)."""
-        step = self.log_b - torch.log(col_sums.clamp(min=self.floor))
+        step = self.log_b - torch.log(self.col.clamp(min=self.floor))
         self.g = _normalised(self.g + self.p.eps * step, self.positive)
 
-    def needs_absorb(self) -> torch.Tensor | None:
-        return None
+    def check(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(error, values to read)``: the column error, as a 1-vector."""
+        error = _column_error(self.column_sums(), self.p)
+        return error, error.reshape(1)
 
-    def absorb(self) -> torch.Tensor:  # pragma: no cover - never called (absorbs is False)
+    def absorb(self) -> None:  # pragma: no cover - never called (absorbs is False)
         raise RuntimeError("the log operator has nothing to absorb")
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.f, self.g
 
+    def take_plan(self) -> torch.Tensor:
+        p = self.p
+        return p.a[:, None] * torch.softmax((p.scores.to(p.dtype) + self.g[None, :]) / p.eps, dim=1)
+
 
 class _KernelOperator(_LogOperator):
     """Scaling iterates ``P = diag(u) Kmat diag(v)`` on the cached ``Kmat = exp((S + F + G)/ε)``.
 
-    ``f = F + ε log u`` and ``g = G + ε log v``. ``Kmat``'s rows sum to 1 over the columns of positive
-    mass, and ``e^-L <= v <= e^L`` there, so ``Kmat v >= e^-L``: the row update never divides by 0.
+    ``f = F + ε log u`` and ``g = G + ε log v``. Each row of ``Kmat`` has its largest entry, 1, on a
+    column of positive mass, and ``e^-L <= v <= e^L`` there, so ``Kmat v >= e^-L``: the row update never
+    divides by 0.
+    Per iteration: ``u = a / (Kmat v)``, ``ktu = Kmat^T u`` (all-reduced), ``v = b / ktu``; the column
+    sums ``v ⊙ ktu`` are formed only when a check or the result needs them.
     """
 
     absorbs = True
 
-    def __init__(self, problem: AssignmentProblem, chunk_size: int | None, tau: float = 20.0) -> None:
-        super().__init__(problem, chunk_size, tau)
+    def __init__(self, problem: AssignmentProblem, chunk_size: int | None) -> None:
+        super().__init__(problem, chunk_size)
         p = problem
         self.kernel = torch.empty(p.n_local, p.n_cols, dtype=p.dtype, device=p.device)
         self.u = p.a.clone()
         self.v = self.positive.to(p.dtype)
         self.ktu = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
         self.clamp = 40.0 if p.dtype == torch.float32 else 300.0
+        self.ones = torch.ones_like(self.v)
         self.cpu_blocks = None
-        if p.device.type == "cpu":
+        if p.device.type == "cpu" and p.n_local:
             # fused over row blocks that stay in cache: Kmat is read from memory once per iteration
             item = torch.finfo(p.dtype).bits // 8
             rows = max(16, (3 << 20) // max(1, p.n_cols * item))
-            self.cpu_blocks = [slice(i, min(p.n_local, i + rows)) for i in range(0, p.n_local, rows)]
+            if rows < p.n_local:
+                self.cpu_blocks = [(self.kernel[i : i + rows], self.kernel[i : i + rows].T, slice(i, i + rows))
+                                   for i in range(0, p.n_local, rows)]
+        self.kernel_t = self.kernel.T
 
-    def _build(self, g: torch.Tensor) -> torch.Tensor:
-        """Absorbed state: ``G = g``, kernel rebuilt from the scores, ``u = a``, ``v = 1``."""
-        self.g = _normalised(g, self.positive)  # G
-        self.f, col_sums = _row_pass(self.p, self.g, self.chunk_size, kernel=self.kernel)  # F
-        self.u = self.p.a.clone()
+    def _build(self, g: torch.Tensor | None) -> None:
+        """Absorbed state: ``G = g`` (``None``: 0), the kernel rebuilt from the scores, ``v = 1``, and the
+        row update ``u = a / rowsum`` done (``ktu = Kmat^T u``)."""
+        if g is None and self.p.all_columns_positive:
+            self.g = torch.zeros_like(self.v)
+            self.f, row_sums = _row_pass(self.p, None, self.chunk_size, kernel=self.kernel)  # F
+        else:
+            self.g = _normalised(torch.zeros_like(self.v) if g is None else g, self.positive)  # G
+            self.f, row_sums = _row_pass(self.p, self.g, self.chunk_size, kernel=self.kernel)
         self.v = self.positive.to(self.p.dtype)
-        self.ktu = col_sums.clone()
+        self.u = torch.div(self.p.a, row_sums)
+        ktu = torch.mv(self.kernel_t, self.u) if self.p.n_local else torch.zeros_like(self.v)
+        self.ktu = self.p.comm.all_reduce_(ktu)
         self.n_builds += 1
-        return col_sums
 
-    def cold_start(self) -> torch.Tensor:
+    def cold_start(self) -> None:
         """The first column update from ``f = ε log a`` with one exp() pass.
 
-        The kernel is built at G = 0 (``Kmat_ik = exp(S_ik/ε − L_i)``, L_i the row's log-normaliser),
-        then ``Σ_i a_i exp(S_ik/ε) = Σ_i w_i Kmat_ik`` with ``log w_i = log a_i + L_i``, shifted by the
-        global max of log w: one matrix-vector product and two all-reduces of K floats. A column
+        The kernel is built at G = 0 (``Kmat_ik = exp(S_ik/ε − M_i)``, M_i the row's max); then
+        ``Σ_i a_i exp(S_ik/ε) = Σ_i w_i Kmat_ik`` with ``log w_i = log a_i + M_i``, shifted by the
+        global max of log w, and the column update is ``v ∝ b / (Kmat^T w)``, scaled to max 1 (the
+        global shift cancels). One matrix-vector product and two all-reduces of K floats; a column
         sum below the floor takes the floored step (see the module docstring).
         """
         p, eps = self.p, self.p.eps
-        self._build(torch.zeros_like(self.v))
-        log_w = torch.log(p.a) - self.f / eps
-        top = log_w.amax().reshape(1) if p.n_local else torch.full((1,), -math.inf, dtype=p.dtype, device=p.device)
-        top = p.comm.all_reduce_(top, op="max")
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        col = torch.mv(self.kernel.T, torch.exp(log_w - top)) if p.n_local else torch.zeros_like(self.v)
-        col = p.comm.all_reduce_(col)
-        g = _normalised(eps * (self.log_b - top - torch.log(col.clamp(min=self.floor))), self.positive)
-        self.v = torch.where(self.positive, torch.exp(g / eps).clamp(min=math.exp(-self.clamp)), torch.zeros_like(g))
-        return self.row_update()
+        self._build(None)
+        if p.n_local:
+            log_w = torch.log(p.a) - self.f / eps
+            top = p.comm.all_reduce_(log_w.amax().reshape(1), op="max")
+            col = torch.mv(self.kernel_t, torch.exp(log_w - top))
+        else:
+            p.comm.all_reduce_(torch.full((1,), -math.inf, dtype=p.dtype, device=p.device), op="max")
+            col = torch.zeros_like(self.v)
+        ratio = p.b / p.comm.all_reduce_(col).clamp_(min=self.floor)
+        ratio.div_(ratio.amax()).clamp_(min=math.exp(-self.clamp))
+        self.v = ratio if p.all_columns_positive else torch.where(self.positive, ratio, torch.zeros_like(ratio))
+        self.row_update()
 
-    def warm_start(self, g: torch.Tensor) -> torch.Tensor:
-        return self._build(g)
+    def warm_start(self, g: torch.Tensor) -> None:
+        self._build(g)
 
-    def row_update(self) -> torch.Tensor:
-        """``u = a / (Kmat v)``; returns the column sums ``v ⊙ (Kmat^T u)`` (all-reduced)."""
+    def row_update(self) -> None:
+        """``u = a / (Kmat v)`` and ``ktu = Kmat^T u`` (all-reduced)."""
         p = self.p
-        ktu = torch.zeros_like(self.v)
         if self.cpu_blocks is not None:
-            for rows in self.cpu_blocks:
-                block = self.kernel[rows]
+            for i, (block, block_t, rows) in enumerate(self.cpu_blocks):
                 u = torch.div(p.a[rows], torch.mv(block, self.v), out=self.u[rows])
-                ktu.addmv_(block.T, u)
+                if i == 0:
+                    ktu = torch.mv(block_t, u)
+                else:
+                    ktu.addmv_(block_t, u)
         elif p.n_local:
             torch.div(p.a, torch.mv(self.kernel, self.v), out=self.u)
-            ktu = torch.mv(self.kernel.T, self.u)
+            ktu = torch.mv(self.kernel_t, self.u)
+        else:
+            ktu = torch.zeros_like(self.v)
         self.ktu = p.comm.all_reduce_(ktu)
+
+    def column_sums(self) -> torch.Tensor:
         return self.v * self.ktu
 
-    def column_update(self, col_sums: torch.Tensor) -> None:
+    def column_update(self) -> None:
         """``v = b / (Kmat^T u)``, floored and clamped to ``[e^-L, e^L]`` (0 on columns of zero mass)."""
-        v = (self.p.b / self.ktu.clamp(min=self.floor)).clamp(math.exp(-self.clamp), math.exp(self.clamp))
-        self.v = torch.where(self.positive, v, torch.zeros_like(v))
+        v = torch.div(self.p.b, self.ktu.clamp(min=self.floor))
+        v.clamp_(math.exp(-self.clamp), math.exp(self.clamp))
+        self.v = v if self.p.all_columns_positive else torch.where(self.positive, v, torch.zeros_like(v))
 
-    def needs_absorb(self) -> torch.Tensor:
-        log_v = torch.where(self.positive, torch.log(self.v).abs(), torch.zeros_like(self.v))
-        return log_v.amax() > self.tau
+    def check(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(error, [error, max v, min v])``: one read tells the host both whether to stop and
+        whether ``|log v|`` exceeds τ (absorb)."""
+        error = _column_error(self.column_sums(), self.p, self.ones)
+        v = self.v if self.p.all_columns_positive else torch.where(self.positive, self.v, torch.ones_like(self.v))
+        low, high = torch.aminmax(v)
+        return error, torch.stack([error, high, low])
 
-    def absorb(self) -> torch.Tensor:
+    def absorb(self) -> None:
         """``G += ε log v``, rebuild the kernel: the same plan, with ``u = a``, ``v = 1`` again."""
-        return self._build(self.g + self.p.eps * torch.log(self.v))
+        self._build(self.g + self.p.eps * torch.log(self.v))
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F + ε log u, G + ε log v)``, shifted like the log operator's (max g = 0)."""
         eps = self.p.eps
         g = self.g + eps * torch.log(self.v)
-        shift = torch.where(self.positive, g, torch.full_like(g, -math.inf)).amax()
+        shift = (g if self.p.all_columns_positive else torch.where(self.positive, g, torch.full_like(g, -math.inf))).amax()
         return self.f + eps * torch.log(self.u) + shift, g - shift
+
+    def take_plan(self) -> torch.Tensor:
+        """The plan ``diag(u) Kmat diag(v)``, made in place in the kernel's memory."""
+        plan, self.kernel, self.kernel_t, self.cpu_blocks = self.kernel, None, None, None
+        return plan.mul_(self.u[:, None]).mul_(self.v[None, :])

@@ -150,6 +150,7 @@ class OTVectorQuantizer(nn.Module):
             nn.init.normal_(self.projection.weight, std=self.code_dim**-0.5)
         # inference EMAs (normalisation statistics and OT column potentials) and usage counters
         self.register_buffer("ema_g", torch.zeros(num_codes))
+        self.register_buffer("warm_g", torch.zeros(num_codes))  # the last step's g: the next solve's warm start
         self.register_buffer("ema_stats", torch.tensor([0.0, 1.0, 0.0]))  # mean, std, min of the normalisation
         self.register_buffer("ema_initialised", torch.tensor(False))
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long))
@@ -224,7 +225,7 @@ class OTVectorQuantizer(nn.Module):
         stats = torch.stack([mean, std, zmin]).float()
         inv = 1.0 / (stats[1] + 1e-6)
         # −Â = −A/(std + 1e-6) + mean/(std + 1e-6) + zmin
-        return (dists * (-inv)).add_(stats[0] * inv + stats[2]), stats
+        return torch.mul(dists, -inv).add_(stats[0] * inv + stats[2]), stats
 
     @torch.compiler.disable
     def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -238,7 +239,7 @@ class OTVectorQuantizer(nn.Module):
 
     def _assign_full_precision(self, tokens: torch.Tensor, codes: torch.Tensor):
         dists = self.distances(tokens, codes)
-        nn_idx = dists.argmin(1)
+        nn_idx = dists.min(1).indices  # min(1) is ~3x faster than argmin(1) on the CPU
         if self.assignment == "nn":
             return nn_idx, {}
         comm = self._comm() if self.assignment == "ot" else Communicator()
@@ -246,10 +247,11 @@ class OTVectorQuantizer(nn.Module):
         problem = AssignmentProblem.trusted(scores, 1.0 / self.temperature, group=comm)
         solver = self.solver if self.assignment == "ot" else self.fixed_solver
         ready = self._ema_is_ready()
-        result = solver(problem, init_g=self.ema_g if (self.assignment == "ot" and ready) else None)
+        result = solver(problem, init_g=self.warm_g if (self.assignment == "ot" and ready) else None)
         idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
         with torch.no_grad():
             g = result.g - result.g.max()
+            self.warm_g.copy_(g)
             if ready:
                 self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
                 self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
@@ -271,13 +273,13 @@ class OTVectorQuantizer(nn.Module):
     def _assign_eval_full_precision(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         dists = self.distances(tokens, codes)
         if self.inference == "nn" or self.assignment == "nn" or not self._ema_is_ready():
-            return dists.argmin(1)
+            return dists.min(1).indices
         if self.normalize in ("dim", "none"):
             scores, _ = self._normalised_scores(dists, Communicator())  # per token already
         else:
             mean, std, zmin = self.ema_stats
             scores = -((dists - mean) / (std + 1e-6) - zmin)
-        return (scores + self.ema_g).argmax(1)  # per token: independent of the batch
+        return (scores + self.ema_g).max(1).indices  # per token: independent of the batch
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
