@@ -148,6 +148,10 @@ class SinkhornSolver:
         return_plan: keep the (n_local, K) plan in the result. The kernel operator then turns its
             cached kernel into ``diag(u) Kmat diag(v)`` in place (one multiply pass, no exp(), no new
             memory); otherwise :meth:`SinkhornResult.plan` recomputes it from ``g`` (one exp pass).
+        reuse_kernel: keep the kernel buffer between calls and reuse it for the next problem of the
+            same shape, dtype and device (for a solver called every training step, e.g. by the
+            quantizer). On the CPU a fresh N x K buffer per call costs page faults (glibc maps large
+            allocations anew); the price is N x K memory held between calls.
     """
 
     tol: float | None = 1e-3
@@ -159,6 +163,8 @@ class SinkhornSolver:
     log_scaling_bound: float = 20.0
     eps_scaling: float | None = None
     return_plan: bool = False
+    reuse_kernel: bool = False
+    _kernel_cache: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.eps_scaling is not None and not (0.0 < self.eps_scaling < 1.0):
@@ -196,8 +202,10 @@ class SinkhornSolver:
 
     def _solve(self, problem: AssignmentProblem, init_g: torch.Tensor | None) -> SinkhornResult:
         mode = self._pick_mode(problem)
-        operator = _KernelOperator if mode == "kernel" else _LogOperator
-        op = operator(problem, self.chunk_size)
+        if mode == "kernel":
+            op = _KernelOperator(problem, self.chunk_size, self._kernel_buffer(problem))
+        else:
+            op = _LogOperator(problem, self.chunk_size)
         fixed = self.tol is None
         every = self.check_every or (10 if fixed or problem.device.type != "cpu" else 1)
         absorb_above = math.exp(self.log_scaling_bound)
@@ -242,7 +250,18 @@ class SinkhornSolver:
             error = _column_error(op.column_sums(), problem)
         f, g = op.potentials()
         plan = op.take_plan() if self.return_plan else None
+        if plan is not None and plan is self._kernel_cache:
+            self._kernel_cache = None  # the buffer now belongs to the result
         return SinkhornResult(f, g, n_iters, converged, errors, problem, mode, op.n_builds, error, plan)
+
+    def _kernel_buffer(self, problem: AssignmentProblem) -> torch.Tensor:
+        shape = (problem.n_local, problem.n_cols)
+        cached = self._kernel_cache
+        if cached is not None and cached.shape == shape and cached.dtype == problem.dtype and cached.device == problem.device:
+            return cached
+        buffer = torch.empty(shape, dtype=problem.dtype, device=problem.device)
+        self._kernel_cache = buffer if self.reuse_kernel else None
+        return buffer
 
     def _pick_mode(self, problem: AssignmentProblem) -> str:
         if self.mode != "auto":
@@ -506,10 +525,10 @@ class _KernelOperator(_LogOperator):
 
     absorbs = True
 
-    def __init__(self, problem: AssignmentProblem, chunk_size: int | None) -> None:
+    def __init__(self, problem: AssignmentProblem, chunk_size: int | None, kernel: torch.Tensor) -> None:
         super().__init__(problem, chunk_size)
         p = problem
-        self.kernel = torch.empty(p.n_local, p.n_cols, dtype=p.dtype, device=p.device)
+        self.kernel = kernel  # (n_local, K) buffer in the compute dtype
         self.u = p.a.clone()
         self.v = self.positive.to(p.dtype)
         self.ktu = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)

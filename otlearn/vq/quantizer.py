@@ -137,8 +137,8 @@ class OTVectorQuantizer(nn.Module):
         self.rounding = rounding
         self.commitment, self.codebook_weight, self.ema_decay = commitment, codebook_weight, ema_decay
         self.group = group
-        self.solver = solver if solver is not None else SinkhornSolver(tol=tol, max_iter=max_iter)
-        self.fixed_solver = SinkhornSolver(tol=None, max_iter=5)
+        self.solver = solver if solver is not None else SinkhornSolver(tol=tol, max_iter=max_iter, reuse_kernel=True)
+        self.fixed_solver = SinkhornSolver(tol=None, max_iter=5, reuse_kernel=True)
         self.codebook_update = codebook_update
         self.codebook = nn.Parameter(self._init_codes(codebook_init), requires_grad=codebook_update == "gradient")
         if codebook_update == "ema":
@@ -195,7 +195,8 @@ class OTVectorQuantizer(nn.Module):
             return torch.cdist(z, c)
 
     def _normalised_scores(self, dists: torch.Tensor, comm: Communicator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores ``−Â`` (n, K) from the normalised distances, and the (mean, std, min) used.
+        """Scores ``−Â`` (n, K) from the normalised distances (in place: ``dists`` becomes them, except
+        for ``normalize="dim"``), and the (mean, std, min) used.
 
         ``all``: ``Â = (A − mean)/(std + 1e-6) − min`` with mean, std (unbiased) and min over the whole
         matrix — over all ranks of ``comm`` (count, sum and sum of squares all-reduced; min by MAX of
@@ -203,7 +204,7 @@ class OTVectorQuantizer(nn.Module):
         """
         identity = torch.tensor([0.0, 1.0, 0.0], device=dists.device)
         if self.normalize == "none":
-            return dists.neg(), identity
+            return dists.neg_(), identity
         if self.normalize == "dim":
             std, mean = torch.std_mean(dists, dim=1, keepdim=True)
             z = (dists - mean) / (std + 1e-6)
@@ -225,7 +226,7 @@ class OTVectorQuantizer(nn.Module):
         stats = torch.stack([mean, std, zmin]).float()
         inv = 1.0 / (stats[1] + 1e-6)
         # −Â = −A/(std + 1e-6) + mean/(std + 1e-6) + zmin
-        return torch.mul(dists, -inv).add_(stats[0] * inv + stats[2]), stats
+        return dists.mul_(-inv).add_(stats[0] * inv + stats[2]), stats
 
     @torch.compiler.disable
     def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
