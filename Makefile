@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/vq.py
 	$(PY) benchmarks/sela_round.py
 	$(PY) benchmarks/point2mask.py
+
+# On a machine with a CUDA GPU (no package download needed: GPU_PY=python3 uses an existing torch).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	$(GPU_PY) -m pytest -q -ra tests/gpu
+	$(GPU_PY) benchmarks/gpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -89,7 +89,9 @@ class Communicator:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Whether collectives run: for any explicit group, also of one process (so that a world
+        of one GPU exercises NCCL); ``None`` is the identity."""
+        return self.group is not None
 
     # ---------------------------------------------------------------- moving
     def _outbound(self, tensor: torch.Tensor) -> torch.Tensor:

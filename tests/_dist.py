@@ -23,11 +23,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, results: Any) -> None:
+def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, results: Any, backend: str) -> None:
     try:
         torch.set_num_threads(1)
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
         dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+            backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
         )
         out = fn(rank, world_size, *args)
         results.put((rank, True, out))
@@ -38,8 +40,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
             dist.destroy_process_group()
 
 
-def run_workers(fn: Callable, world_size: int, *args: Any, timeout: float = 180.0) -> list[Any]:
-    """``[fn(rank, world_size, *args) for rank in range(world_size)]``, each on its own process."""
+def run_workers(fn: Callable, world_size: int, *args: Any, timeout: float = 180.0, backend: str = "gloo") -> list[Any]:
+    """``[fn(rank, world_size, *args) for rank in range(world_size)]``, each on its own process
+    (``backend="nccl"``: rank r on CUDA device r)."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
@@ -47,7 +50,7 @@ def run_workers(fn: Callable, world_size: int, *args: Any, timeout: float = 180.
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         procs = [
-            ctx.Process(target=_worker, args=(r, world_size, port, fn, args, results), daemon=True)
+            ctx.Process(target=_worker, args=(r, world_size, port, fn, args, results, backend), daemon=True)
             for r in range(world_size)
         ]
         for p in procs:

@@ -15,12 +15,14 @@ def extract(
     loader: DataLoader,
     fn: Callable[[dict], torch.Tensor],
     device: torch.device | str | None = None,
+    group=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``fn(batch)`` over ``loader`` in eval mode; returns ``(outputs, targets, indices)`` on CPU.
 
     With an initialised process group, every rank's rows are all-gathered (tensor collectives
     through :mod:`otlearn.comm`) and de-duplicated by dataset index (DistributedSampler padding),
-    then sorted by index, so all ranks return the same tensors.
+    then sorted by index, so all ranks return the same tensors. ``group``: the process group to
+    gather over (default: the world group when initialised with several processes).
     """
     was_training = module.training
     module.eval()
@@ -35,7 +37,8 @@ def extract(
     finally:
         module.train(was_training)
     out, tgt, idx = torch.cat(outs), torch.cat(targets), torch.cat(indices)
-    (out, tgt, idx), _ = Communicator.default().all_gather_rows(out, tgt, idx)
+    comm = Communicator.default() if group is None else Communicator(group)
+    (out, tgt, idx), _ = comm.all_gather_rows(out, tgt, idx)
     order = torch.argsort(idx, stable=True)
     out, tgt, idx = out[order], tgt[order], idx[order]
     first = torch.ones_like(idx, dtype=torch.bool)

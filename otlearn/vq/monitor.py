@@ -13,7 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from otlearn.comm import Communicator
+from otlearn.comm import resolve
 
 
 def usage_stats(counts: torch.Tensor) -> dict[str, float]:
@@ -29,10 +29,12 @@ def usage_stats(counts: torch.Tensor) -> dict[str, float]:
 
 
 class CodebookMonitor(pl.Callback):
-    """Args: ``attribute`` of the module holding the quantizer; ``plot_dir`` for histograms (None: no plot)."""
+    """Args: ``attribute`` of the module holding the quantizer; ``plot_dir`` for histograms (None: no plot);
+    ``group`` the counts are summed over (``"auto"``: the world group when initialised)."""
 
-    def __init__(self, attribute: str = "quantizer", plot_dir: str | None = None) -> None:
+    def __init__(self, attribute: str = "quantizer", plot_dir: str | None = None, group: Any = "auto") -> None:
         self.attribute = attribute
+        self.group = group
         self.plot_dir = plot_dir
         self.history: list[dict[str, Any]] = []
         self._val_sq, self._val_n = 0.0, 0
@@ -43,9 +45,8 @@ class CodebookMonitor(pl.Callback):
             raise TypeError(f"{type(pl_module).__name__}.{self.attribute} is not an otlearn quantizer with usage counters")
         return q
 
-    @staticmethod
-    def _reduce(t: torch.Tensor) -> torch.Tensor:
-        return Communicator.default().all_reduce_(t.clone())
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        return resolve(self.group).all_reduce_(t.clone())
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._quantizer(pl_module).reset_counters()
