@@ -189,7 +189,7 @@ class SinkhornSolver:
             if self.eps_scaling is None:
                 return self._solve(problem, init_g)
             n_iters, errors = 0, []
-            stage_solver = replace(self, tol=None if self.tol is None else max(self.tol, 1e-2))
+            stage_solver = replace(self, tol=None if self.tol is None else max(self.tol, 1e-2), return_plan=False)
             for eps in _eps_stages(problem, self.eps_scaling):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SinkhornConvergenceWarning)

@@ -96,6 +96,7 @@ class SelfLabelCallback(pl.Callback):
         self.solver_dtype = solver_dtype
         # state saved in checkpoints
         self.labels: torch.Tensor | None = None  # (T, N) int64
+        self._device_labels: tuple[torch.Tensor, torch.Tensor] | None = None  # (labels it copies, copy)
         self.potentials: list[torch.Tensor | None] = []
         self.rounds_done: list[int] = []
         self.history: list[dict[str, Any]] = []
@@ -169,6 +170,14 @@ class SelfLabelCallback(pl.Callback):
         self.generator_state = gen.get_state()
         return labels
 
+    def _labels_on(self, device: torch.device) -> torch.Tensor:
+        """The label bank on ``device``, copied once per label round (not per step): indexing it
+        with the batch's indices where they already are needs no device-to-host copy on a GPU."""
+        cached = self._device_labels
+        if cached is None or cached[0] is not self.labels or cached[1].device != device:
+            self._device_labels = (self.labels, self.labels.to(device))
+        return self._device_labels[1]
+
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ks = self._check_module(pl_module)
@@ -202,7 +211,7 @@ class SelfLabelCallback(pl.Callback):
         # here is run now, at a point every rank reaches in the same order.
         self.on_train_epoch_start(trainer, pl_module)
         index = batch["index"]
-        batch["pseudo_labels"] = self.labels[:, index.cpu()].to(index.device)
+        batch["pseudo_labels"] = self._labels_on(index.device)[:, index]
 
     # ------------------------------------------------------------------ the round
     @torch.no_grad()
