@@ -226,19 +226,6 @@ def benchmark_problem(spec: dict, eps: float, repeats: int, bandwidth: float) ->
     return text, summary
 
 
-def swav_plain_codes(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch.Tensor:
-    """SwAV's / lightly's online codes in float32, as they write them: no stabilisation."""
-    q = torch.exp(scores / eps).t()
-    q /= q.sum()
-    n_protos, batch = q.shape
-    for _ in range(n_iters):
-        q /= q.sum(dim=1, keepdim=True)
-        q /= n_protos
-        q /= q.sum(dim=0, keepdim=True)
-        q /= batch
-    return (q * batch).t()
-
-
 def swav_rows(repeats: int) -> tuple[str, list[tuple[int, float]]]:
     """The SwAV-size table; returns (markdown, [(B, otlearn / plain time ratio)])."""
     rows, ratios = [], []
@@ -249,7 +236,7 @@ def swav_rows(repeats: int) -> tuple[str, list[tuple[int, float]]]:
         def ours():
             return sinkhorn(scores, 0.05, tol=None, max_iter=3, return_plan=True).plan() * batch
 
-        t_plain, plain = median_time(lambda: swav_plain_codes(scores), max(repeats, 10))
+        t_plain, plain = median_time(lambda: swav_sinkhorn(scores, eps=0.05, n_iters=3, dtype=torch.float32), max(repeats, 10))
         t_ours, codes = median_time(ours, max(repeats, 10))
         ratios.append((batch, t_ours / t_plain))
         rows.append([f"B={batch}, K=3000", t_plain * 1e3, t_ours * 1e3, t_ours / t_plain,

@@ -15,13 +15,16 @@ import numpy as np
 import torch
 
 
-def swav_sinkhorn(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch.Tensor:
-    """SwAV's codes: (B, K) soft assignments whose rows sum to 1.
+def swav_sinkhorn(
+    scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """SwAV's codes: (B, K) soft assignments whose rows sum to 1, computed in ``dtype``.
 
     ``Q = exp(S/ε)ᵀ`` (K x B); ``Q /= ΣQ``; ``n_iters`` times: ``Q /= row sums; Q /= K``
-    (prototypes), ``Q /= column sums; Q /= B`` (samples); finally ``Q *= B``.
+    (prototypes), ``Q /= column sums; Q /= B`` (samples); finally ``Q *= B``. In float32 this is
+    the loop as SwAV and lightly write it (the benchmarks' "plain" arm).
     """
-    q = torch.exp(scores.double() / eps).T
+    q = torch.exp(scores.to(dtype) / eps).T
     q /= q.sum()
     n_protos, batch = q.shape
     for _ in range(n_iters):
