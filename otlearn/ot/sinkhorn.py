@@ -181,11 +181,17 @@ class SinkhornSolver:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size!r}")
 
     @torch.compiler.disable
-    def __call__(self, problem: AssignmentProblem, init_g: torch.Tensor | None = None) -> SinkhornResult:
-        """Solve ``problem``, warm-starting from ``init_g`` (K,) when given."""
+    def __call__(
+        self, problem: AssignmentProblem, init_g: torch.Tensor | None = None, *, check_init_g: bool = True
+    ) -> SinkhornResult:
+        """Solve ``problem``, warm-starting from ``init_g`` (K,) when given.
+
+        ``check_init_g=False`` skips the NaN/+inf check of ``init_g`` (its one host read), for callers
+        that pass the ``g`` of a previous result (the quantizer, every step).
+        """
         with full_precision(problem.device):
             if init_g is not None:
-                init_g = _checked_init_g(problem, init_g)
+                init_g = _checked_init_g(problem, init_g, check_init_g)
             if self.eps_scaling is None:
                 return self._solve(problem, init_g)
             n_iters, errors = 0, []
@@ -318,14 +324,13 @@ def sinkhorn(
 
 
 # ----------------------------------------------------------------------------- helpers
-def _checked_init_g(problem: AssignmentProblem, init_g: torch.Tensor) -> torch.Tensor:
-    """``init_g`` in the compute dtype; NaN/+inf raise (one host read); ``-inf`` on a column of
-    positive mass becomes the smallest finite entry (any finite start converges)."""
+def _checked_init_g(problem: AssignmentProblem, init_g: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """``init_g`` in the compute dtype; NaN/+inf raise (one host read, unless ``check`` is False);
+    ``-inf`` on a column of positive mass becomes the smallest finite entry (any finite start converges)."""
     if init_g.shape != (problem.n_cols,):
         raise ValueError(f"init_g must have shape (K,) = ({problem.n_cols},), got {tuple(init_g.shape)}")
     g = init_g.detach().to(device=problem.device, dtype=problem.dtype)
-    bad = (torch.isnan(g) | (g == math.inf)).any()
-    if host_values(bad.reshape(1))[0]:
+    if check and host_values((torch.isnan(g) | (g == math.inf)).any().reshape(1))[0]:
         raise ValueError("init_g contains NaN or +inf; pass the g of a previous SinkhornResult")
     positive = problem.b > 0
     finite = torch.isfinite(g)

@@ -248,7 +248,8 @@ class OTVectorQuantizer(nn.Module):
         problem = AssignmentProblem.trusted(scores, 1.0 / self.temperature, group=comm)
         solver = self.solver if self.assignment == "ot" else self.fixed_solver
         ready = self._ema_is_ready()
-        result = solver(problem, init_g=self.warm_g if (self.assignment == "ot" and ready) else None)
+        # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
+        result = solver(problem, init_g=self.warm_g if (self.assignment == "ot" and ready) else None, check_init_g=False)
         idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
         with torch.no_grad():
             g = result.g - result.g.max()

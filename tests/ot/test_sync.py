@@ -88,3 +88,17 @@ def test_reads_per_rank_on_a_gloo_group(mode):
         assert out["fixed_per_iteration"] == 0
         assert out["fixed_call"] <= 1  # validation only
         assert out["tol_reads"] == 1 + out["checks"]  # validation + one per check
+
+
+def test_quantizer_forward_reads_once_with_a_fixed_solver():
+    """The input's NaN/Inf check is the only host read of a training forward (trusted problem,
+    warm start from its own g without re-checking, statistics on the device)."""
+    from otlearn.vq import OTVectorQuantizer
+
+    torch.manual_seed(0)
+    quantizer = OTVectorQuantizer(256, 16, solver=SinkhornSolver(tol=None, max_iter=10))
+    x = torch.randn(2048, 16)
+    quantizer(x)  # the first forward also reads the EMA state once
+    reads, out = _reads(lambda: quantizer(x))
+    assert reads == 1, reads
+    assert torch.isfinite(out.stats["solver_error"])
