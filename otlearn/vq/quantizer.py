@@ -182,8 +182,11 @@ class OTVectorQuantizer(nn.Module):
             self._ema_ready = bool(host_values(self.ema_initialised.reshape(1))[0])
         return self._ema_ready
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "warm_g" not in state_dict and prefix + "ema_g" in state_dict:
+            # a checkpoint from before warm_g existed: warm-start from the EMA potentials it has
+            state_dict[prefix + "warm_g"] = state_dict[prefix + "ema_g"].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ema_ready = None  # re-read the loaded buffer
 
     def distances(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

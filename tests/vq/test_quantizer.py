@@ -160,3 +160,15 @@ def test_ema_codebook_tracks_assigned_tokens():
         assert torch.allclose(q.codebook[k], x[idx == k].mean(0), atol=1e-2)
     with pytest.raises(ValueError, match="codebook_update"):
         OTVectorQuantizer(8, 4, codebook_update="kmeans")
+
+
+def test_checkpoint_without_warm_start_buffer_still_loads():
+    """Quantizer state saved before ``warm_g`` existed loads strictly; the warm start is the EMA of g."""
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(16, 4)
+    q(torch.randn(200, 4))
+    state = q.state_dict()
+    del state["warm_g"]
+    fresh = OTVectorQuantizer(16, 4)
+    fresh.load_state_dict(state)  # strict
+    assert torch.equal(fresh.warm_g, q.ema_g) and bool(fresh.ema_initialised)
