@@ -135,7 +135,7 @@ class AssignmentProblem:
 
         n_local, n_cols = scores.shape
         if a is None:
-            a_norm = torch.full((n_local,), 1.0 / n_global, dtype=dtype, device=device)
+            a_norm = _uniform(n_local, n_global, dtype, device)
         else:
             a_norm = a.to(device=device, dtype=dtype) / total_a
         if b is None:
@@ -169,9 +169,14 @@ class AssignmentProblem:
         n_global = sum(sizes)
         if n_global == 0:
             raise ValueError("scores have 0 rows on every rank: there is nothing to assign")
-        a = torch.full((n_local,), 1.0 / n_global, dtype=dtype, device=scores.device)
-        b = torch.full((n_cols,), 1.0 / n_cols, dtype=dtype, device=scores.device)
+        a = _uniform(n_local, n_global, dtype, scores.device)
+        b = _uniform(n_cols, n_cols, dtype, scores.device)
         return cls(scores, float(eps), a, b, comm, n_global, sum(sizes[: comm.rank]), dtype)
+
+
+def _uniform(length: int, total: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(length,) masses ``1/total``: this rank's share of a uniform marginal over ``total`` entries."""
+    return torch.full((length,), 1.0 / total, dtype=dtype, device=device)
 
 
 def _host_problems(scores: object, eps: object, a: object, b: object) -> list[str]:

@@ -378,60 +378,51 @@ def _floor(dtype: torch.dtype) -> float:
     return 1e-30 if dtype == torch.float32 else 1e-290
 
 
-def _row_pass(
-    p: AssignmentProblem, g: torch.Tensor | None, chunk_size: int | None, kernel: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact row update from ``g`` (``None``: g = 0): returns ``(f, global column sums of the new plan)``.
+def _exp_blocks(p: AssignmentProblem, g: torch.Tensor | None, chunk_size: int | None, kernel: torch.Tensor | None = None):
+    """Per row block: ``(rows, E, M, rowsum)`` with ``E = exp((S + g)/ε − M_i)`` (``g = None``: 0), ``M_i`` the
+    row's max of ``(S + g)/ε`` and ``rowsum_i = Σ_k E_ik``; ``E`` is written into ``kernel[rows]`` when given.
 
-    When ``kernel`` is given it is filled with ``exp((S + g)/ε − M_i)``, ``M_i`` the row's max (each
-    row's largest entry is 1), the returned potential is ``F = −ε M`` (without ``ε log a``) and the
-    column sums are replaced by the row sums ``Σ_k Kmat_ik`` (the kernel operator's first ``u`` is
-    ``a / rowsum``).
+    One exp() pass over the scores, in the compute dtype whatever their dtype.
     """
-    eps = p.eps
     blocks = p.row_blocks(chunk_size)
     single = len(blocks) == 1
-    f = None if single else torch.empty(p.n_local, dtype=p.dtype, device=p.device)
-    col_sums = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
-    row_sums = None if single else torch.empty(p.n_local, dtype=p.dtype, device=p.device)
-    if kernel is not None and p.n_local == 0:
-        row_sums = torch.empty(0, dtype=p.dtype, device=p.device)
-    g_scaled = None if g is None else g / eps
+    g_scaled = None if g is None else g / p.eps
     for rows in blocks:
         block = p.scores if single else p.scores[rows]
-        if block.dtype.itemsize > p.dtype.itemsize:
-            block = block.to(p.dtype)  # float64 scores, float32 compute
+        if block.dtype != p.dtype and (g_scaled is None or block.dtype.itemsize > p.dtype.itemsize):
+            block = block.to(p.dtype)  # float64 scores in float32 compute; half scores multiplied alone
         out = None if kernel is None else (kernel if single else kernel[rows])
-        # (S + g)/ε, promoting half inputs to the compute dtype; written into the kernel when cached
-        if g_scaled is None:
-            if block.dtype != p.dtype:
-                block = block.to(p.dtype)  # half inputs: multiply in the compute dtype
-            z = torch.mul(block, 1.0 / eps, out=out) if out is not None else torch.mul(block, 1.0 / eps)
-        else:
-            z = torch.add(g_scaled, block, alpha=1.0 / eps, out=out) if out is not None else \
-                torch.add(g_scaled, block, alpha=1.0 / eps)
+        # (S + g)/ε; the add promotes half inputs to the compute dtype
+        z = torch.mul(block, 1.0 / p.eps, out=out) if g_scaled is None else \
+            torch.add(g_scaled, block, alpha=1.0 / p.eps, out=out)
         row_max = z.amax(1, keepdim=True)
         z.sub_(row_max).exp_()
-        row_sum = z.sum(1)
-        a_rows = p.a if single else p.a[rows]
-        if kernel is None:
-            f_rows = eps * (torch.log(a_rows) - row_max.squeeze(1) - torch.log(row_sum))
-            col_sums.addmv_(z.T, a_rows / row_sum)
-        else:
-            f_rows = row_max.squeeze(1).mul_(-eps)
-            if single:
-                row_sums = row_sum
-            else:
-                row_sums[rows] = row_sum
-        if single:
-            f = f_rows
-        else:
-            f[rows] = f_rows
-    if f is None:  # no rows on this rank
-        f = torch.empty(0, dtype=p.dtype, device=p.device)
-    if kernel is not None:
-        return f, row_sums
+        yield (slice(None) if single else rows), z, row_max.squeeze(1), z.sum(1)
+
+
+def _row_pass(p: AssignmentProblem, g: torch.Tensor, chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact row update from ``g``: ``f_i = ε (log a_i − M_i − log rowsum_i)``; returns ``(f, global column
+    sums of the new plan)``."""
+    f = torch.empty(p.n_local, dtype=p.dtype, device=p.device)
+    col_sums = torch.zeros(p.n_cols, dtype=p.dtype, device=p.device)
+    for rows, e, row_max, row_sum in _exp_blocks(p, g, chunk_size):
+        a_rows = p.a[rows]
+        f[rows] = p.eps * (torch.log(a_rows) - row_max - torch.log(row_sum))
+        col_sums.addmv_(e.T, a_rows / row_sum)
     return f, p.comm.all_reduce_(col_sums)
+
+
+def _build_kernel(
+    p: AssignmentProblem, g: torch.Tensor | None, chunk_size: int | None, kernel: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill ``kernel`` with ``exp((S + g)/ε − M_i)`` (each row's largest entry is 1); returns the row
+    normaliser ``F = −ε M`` and the row sums (the kernel operator's first ``u`` is ``a / rowsum``)."""
+    f = torch.empty(p.n_local, dtype=p.dtype, device=p.device)
+    row_sums = torch.empty(p.n_local, dtype=p.dtype, device=p.device)
+    for rows, _, row_max, row_sum in _exp_blocks(p, g, chunk_size, kernel):
+        f[rows] = row_max.mul_(-p.eps)
+        row_sums[rows] = row_sum
+    return f, row_sums
 
 
 def _exact_column_update(p: AssignmentProblem, f: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
@@ -554,10 +545,10 @@ class _KernelOperator(_LogOperator):
         row update ``u = a / rowsum`` done (``ktu = Kmat^T u``)."""
         if g is None and self.p.all_columns_positive:
             self.g = torch.zeros_like(self.v)
-            self.f, row_sums = _row_pass(self.p, None, self.chunk_size, kernel=self.kernel)  # F
+            self.f, row_sums = _build_kernel(self.p, None, self.chunk_size, self.kernel)  # F
         else:
             self.g = _normalised(torch.zeros_like(self.v) if g is None else g, self.positive)  # G
-            self.f, row_sums = _row_pass(self.p, self.g, self.chunk_size, kernel=self.kernel)
+            self.f, row_sums = _build_kernel(self.p, self.g, self.chunk_size, self.kernel)
         self.v = self.positive.to(self.p.dtype)
         self.u = torch.div(self.p.a, row_sums)
         ktu = torch.mv(self.kernel_t, self.u) if self.p.n_local else torch.zeros_like(self.v)

@@ -239,52 +239,46 @@ class OTVectorQuantizer(nn.Module):
         (:meth:`AssignmentProblem.trusted`).
         """
         with full_precision(tokens.device):
-            return self._assign_full_precision(tokens, codes)
-
-    def _assign_full_precision(self, tokens: torch.Tensor, codes: torch.Tensor):
-        dists = self.distances(tokens, codes)
-        nn_idx = dists.min(1).indices  # min(1) is ~3x faster than argmin(1) on the CPU
-        if self.assignment == "nn":
-            return nn_idx, {}
-        comm = self._comm() if self.assignment == "ot" else Communicator()
-        scores, stats = self._normalised_scores(dists, comm)
-        problem = AssignmentProblem.trusted(scores, 1.0 / self.temperature, group=comm)
-        solver = self.solver if self.assignment == "ot" else self.fixed_solver
-        ready = self._ema_is_ready()
-        # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
-        result = solver(problem, init_g=self.warm_g if (self.assignment == "ot" and ready) else None, check_init_g=False)
-        idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
-        with torch.no_grad():
-            g = result.g - result.g.max()
-            self.warm_g.copy_(g)
-            if ready:
-                self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
-                self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
-            else:
-                self.ema_g.copy_(g)
-                self.ema_stats.copy_(stats)
-                self.ema_initialised.fill_(True)
-                self._ema_ready = True
-            self.disagreements[0] += (idx != nn_idx).sum()
-            self.disagreements[1] += idx.numel()
-        return idx, {"solver_iterations": torch.tensor(float(result.n_iters), device=idx.device),
-                     "solver_error": result.final_error.float()}
+            dists = self.distances(tokens, codes)
+            nn_idx = dists.min(1).indices  # min(1) is ~3x faster than argmin(1) on the CPU
+            if self.assignment == "nn":
+                return nn_idx, {}
+            comm = self._comm() if self.assignment == "ot" else Communicator()
+            scores, stats = self._normalised_scores(dists, comm)
+            problem = AssignmentProblem.trusted(scores, 1.0 / self.temperature, group=comm)
+            solver = self.solver if self.assignment == "ot" else self.fixed_solver
+            ready = self._ema_is_ready()
+            # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
+            result = solver(problem, init_g=self.warm_g if (self.assignment == "ot" and ready) else None, check_init_g=False)
+            idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
+            with torch.no_grad():
+                g = result.g - result.g.max()
+                self.warm_g.copy_(g)
+                if ready:
+                    self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
+                    self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
+                else:
+                    self.ema_g.copy_(g)
+                    self.ema_stats.copy_(stats)
+                    self.ema_initialised.fill_(True)
+                    self._ema_ready = True
+                self.disagreements[0] += (idx != nn_idx).sum()
+                self.disagreements[1] += idx.numel()
+            return idx, {"solver_iterations": torch.tensor(float(result.n_iters), device=idx.device),
+                         "solver_error": result.final_error.float()}
 
     @torch.compiler.disable
     def _assign_eval(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         with full_precision(tokens.device):
-            return self._assign_eval_full_precision(tokens, codes)
-
-    def _assign_eval_full_precision(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        dists = self.distances(tokens, codes)
-        if self.inference == "nn" or self.assignment == "nn" or not self._ema_is_ready():
-            return dists.min(1).indices
-        if self.normalize in ("dim", "none"):
-            scores, _ = self._normalised_scores(dists, Communicator())  # per token already
-        else:
-            mean, std, zmin = self.ema_stats
-            scores = -((dists - mean) / (std + 1e-6) - zmin)
-        return (scores + self.ema_g).max(1).indices  # per token: independent of the batch
+            dists = self.distances(tokens, codes)
+            if self.inference == "nn" or self.assignment == "nn" or not self._ema_is_ready():
+                return dists.min(1).indices
+            if self.normalize in ("dim", "none"):
+                scores, _ = self._normalised_scores(dists, Communicator())  # per token already
+            else:
+                mean, std, zmin = self.ema_stats
+                scores = -((dists - mean) / (std + 1e-6) - zmin)
+            return (scores + self.ema_g).max(1).indices  # per token: independent of the batch
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> QuantizerOutput:

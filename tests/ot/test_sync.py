@@ -60,7 +60,7 @@ def test_tolerance_mode_reads_once_per_check(mode, eps):
     assert reads == len(result.errors), reads
 
 
-def test_validation_reads_once_and_b_once_more():
+def test_validation_with_masses_reads_once_on_one_process():
     scores, a, b = random_problem(3, 50, 7, dtype=torch.float32)
     reads, _ = _reads(lambda: AssignmentProblem.build(scores, 0.1, a=a, b=b))
     assert reads == 1  # one process: b needs no cross-rank comparison
