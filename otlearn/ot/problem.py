@@ -18,7 +18,8 @@ is compared directly (one MAX all-reduce of ``[b, −b]``, a second host read).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal, Union
 
 import torch
 import torch.distributed as dist
@@ -28,10 +29,11 @@ from otlearn.comm import Communicator, host_values, resolve
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # layout of the per-rank status vector: host-known entries, then entries measured on the device
-_HOST_PROBLEMS, _N_LOCAL, _N_COLS, _EPS, _B_GIVEN = range(5)
-_N_HOST = 5
-_S_BAD, _A_BAD, _A_NEG, _A_MIN, _A_SUM, _B_BAD, _B_NEG, _B_MIN, _B_POS = range(_N_HOST, _N_HOST + 9)
-_N_DEVICE = 9
+_HOST_PROBLEMS, _N_LOCAL, _N_COLS, _EPS, _B_GIVEN, _RHO = range(6)
+_N_HOST = 6
+_S_BAD, _S_LOW, _S_HIGH, _A_BAD, _A_NEG, _A_MIN, _A_SUM, _B_BAD, _B_NEG, _B_MIN, _B_POS = range(_N_HOST, _N_HOST + 11)
+_N_DEVICE = 11
+DtypeArg = Union[torch.dtype, Literal["auto"]]
 
 
 @dataclass
@@ -49,6 +51,13 @@ class AssignmentProblem:
         dtype: compute dtype (float32 or float64).
         all_columns_positive: whether every ``b_k > 0`` (known on the host; lets the solver skip
             masking zero-mass columns).
+        b_penalty: ρ of the relaxed column marginal ``ρ KL(P^T 1 ‖ b)`` (see :mod:`otlearn.ot.columns`);
+            ``None`` = the hard constraint ``P^T 1 = b``.
+        all_rows_positive: whether every ``a_i > 0`` (known on the host).
+        auto_dtype: the caller asked for ``dtype="auto"``: the solver may move the problem to float64
+            (see :meth:`otlearn.ot.SinkhornSolver`); ``dtype`` is then float32 until it does.
+        score_low, score_high: global min and max of the scores (host floats from validation; NaN
+            when not measured).
     """
 
     scores: torch.Tensor
@@ -60,6 +69,25 @@ class AssignmentProblem:
     row_offset: int
     dtype: torch.dtype = field(default=torch.float32)
     all_columns_positive: bool = True
+    b_penalty: float | None = None
+    all_rows_positive: bool = True
+    auto_dtype: bool = False
+    score_low: float = math.nan
+    score_high: float = math.nan
+
+    @property
+    def score_range(self) -> float:
+        """``max S − min S`` over all ranks (NaN when not measured)."""
+        return self.score_high - self.score_low
+
+    @property
+    def score_magnitude(self) -> float:
+        """``max |S|`` over all ranks (NaN when not measured)."""
+        return max(abs(self.score_low), abs(self.score_high))
+
+    def with_dtype(self, dtype: torch.dtype) -> "AssignmentProblem":
+        """The same problem computed in ``dtype`` (the masses re-cast; the scores untouched)."""
+        return replace(self, a=self.a.to(dtype), b=self.b.to(dtype), dtype=dtype, auto_dtype=False)
 
     @property
     def n_local(self) -> int:
@@ -87,22 +115,31 @@ class AssignmentProblem:
         a: torch.Tensor | None = None,
         b: torch.Tensor | None = None,
         group: dist.ProcessGroup | Communicator | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: DtypeArg = "auto",
+        b_penalty: float | None = None,
         check_finite: bool = True,
     ) -> "AssignmentProblem":
         """Validate the inputs on every rank together and normalise the masses.
 
+        ``dtype``: float32, float64 or "auto" (float32, moved to float64 by the solver when the scores'
+        magnitude against ε is beyond what float32 resolves at its tolerance). ``b_penalty``: ρ > 0 of
+        the relaxed column marginal, ``None`` (or ``math.inf``) for the hard one.
         ``check_finite=False`` skips the NaN/Inf scan of the scores, for callers that built them from
-        inputs they already checked (one pass over N x K saved).
+        inputs they already checked (one pass over N x K saved; the score range is then not known).
 
         Raises:
             ValueError: naming the rank and the problem (NaN/Inf scores, ε ≤ 0, wrong shapes,
                 negative or non-finite masses, all-zero masses, K, ε or b differing across ranks).
         """
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if not (dtype == "auto" or dtype in (torch.float32, torch.float64)):
+            raise ValueError(f"dtype must be torch.float32, torch.float64 or 'auto', got {dtype!r}")
+        auto_dtype = dtype == "auto"
+        dtype = torch.float32 if auto_dtype else dtype
+        if b_penalty is not None and not isinstance(b_penalty, bool) and isinstance(b_penalty, (int, float)) \
+                and b_penalty == math.inf:
+            b_penalty = None
         comm = resolve(group)
-        host_problems = _host_problems(scores, eps, a, b)
+        host_problems = _host_problems(scores, eps, a, b, b_penalty)
         valid = not host_problems
         device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
         host = [0.0] * _N_HOST
@@ -111,6 +148,7 @@ class AssignmentProblem:
         host[_N_COLS] = scores.shape[1] if valid else -1
         host[_EPS] = float(eps) if isinstance(eps, (int, float)) else math.nan
         host[_B_GIVEN] = float(b is not None)
+        host[_RHO] = -1.0 if b_penalty is None or host_problems else float(b_penalty)
         measured = _device_status(scores, a, b, check_finite, device) if valid else torch.zeros(_N_DEVICE, device=device)
         if comm.distributed:
             status = torch.cat([torch.tensor(host, dtype=torch.float64, device=device), measured.double()])
@@ -147,7 +185,12 @@ class AssignmentProblem:
             _check_same_b(comm, b64)  # every rank takes part, also those that passed None
         b_norm = b64.to(dtype)
         all_positive = all(row[_B_POS] == row[_N_COLS] for row in table)
-        return cls(scores, float(eps), a_norm, b_norm, comm, n_global, row_offset, dtype, all_positive)
+        rows_positive = all(row[_A_MIN] > 0 or row[_N_LOCAL] == 0 for row in table)
+        measured_rows = [row for row in table if row[_N_LOCAL] > 0]
+        low = min(row[_S_LOW] for row in measured_rows) if check_finite else math.nan
+        high = max(row[_S_HIGH] for row in measured_rows) if check_finite else math.nan
+        return cls(scores, float(eps), a_norm, b_norm, comm, n_global, row_offset, dtype, all_positive,
+                   None if b_penalty is None else float(b_penalty), rows_positive, auto_dtype, low, high)
 
     @classmethod
     def trusted(
@@ -179,11 +222,14 @@ def _uniform(length: int, total: int, dtype: torch.dtype, device: torch.device) 
     return torch.full((length,), 1.0 / total, dtype=dtype, device=device)
 
 
-def _host_problems(scores: object, eps: object, a: object, b: object) -> list[str]:
-    """What is wrong with this rank's inputs that the host can see (types, shapes, ε)."""
+def _host_problems(scores: object, eps: object, a: object, b: object, b_penalty: object = None) -> list[str]:
+    """What is wrong with this rank's inputs that the host can see (types, shapes, ε, ρ)."""
     problems: list[str] = []
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0:
         problems.append(f"eps must be a finite number > 0, got {eps!r}")
+    if b_penalty is not None and (not isinstance(b_penalty, (int, float)) or isinstance(b_penalty, bool)
+                                  or not math.isfinite(b_penalty) or b_penalty <= 0):
+        problems.append(f"b_penalty must be a number > 0 (math.inf or None: hard column marginal), got {b_penalty!r}")
     if not isinstance(scores, torch.Tensor):
         return problems + [f"scores must be a torch.Tensor of shape (n_local, K), got {type(scores).__name__}"]
     if scores.dim() != 2:
@@ -207,17 +253,18 @@ def _host_problems(scores: object, eps: object, a: object, b: object) -> list[st
 
 
 def _device_status(scores: torch.Tensor, a, b, check_finite: bool, device: torch.device) -> torch.Tensor:
-    """(9,) float64 device-side counts of what is wrong with valid-shaped inputs (one stack, no read):
-    non-finite scores; for a and b: non-finite and negative entries, min (and sum of a, positive
-    entries of b); masses that were not given read as uniform."""
+    """(11,) float64 device-side counts of what is wrong with valid-shaped inputs (one stack, no read):
+    non-finite scores, their min and max; for a and b: non-finite and negative entries, min (and sum
+    of a, positive entries of b); masses that were not given read as uniform."""
     zero = torch.zeros((), dtype=torch.float64, device=device)
     if check_finite and scores.numel():
         # one read pass in the scores' own dtype: min and max are finite exactly when every score is
         # (NaN propagates); the exact count is taken on the error path
         low, high = torch.aminmax(scores)
         s_bad = (~(torch.isfinite(low) & torch.isfinite(high))).to(torch.float64)
+        low, high = low.to(torch.float64), high.to(torch.float64)
     else:
-        s_bad = zero
+        s_bad, low, high = zero, zero, zero
     if a is None:
         a_part = [zero, zero, zero, torch.full((), float(scores.shape[0]), dtype=torch.float64, device=device)]
     elif a.numel() == 0:
@@ -233,7 +280,7 @@ def _device_status(scores: torch.Tensor, a, b, check_finite: bool, device: torch
         clean = torch.nan_to_num(b64, nan=0.0, posinf=0.0, neginf=0.0)
         b_part = [(~torch.isfinite(b64)).sum(dtype=torch.float64), (b64 < 0).sum(dtype=torch.float64), clean.min(),
                   (b64 > 0).sum(dtype=torch.float64)]
-    return torch.stack([s_bad, *a_part, *b_part])
+    return torch.stack([s_bad, low, high, *a_part, *b_part])
 
 
 def _raise_host_problems(comm: Communicator, mine: list[str]) -> None:
@@ -268,6 +315,10 @@ def _raise_on_any(table: list[list[float]]) -> None:
     epss = {row[_EPS] for row in table}
     if len(epss) > 1:
         raise ValueError(f"eps differs across ranks ({sorted(epss)}); every rank must pass the same eps")
+    rhos = {row[_RHO] for row in table}
+    if len(rhos) > 1:
+        shown = sorted("None" if r < 0 else f"{r:g}" for r in rhos)
+        raise ValueError(f"b_penalty differs across ranks ({shown}); every rank must pass the same b_penalty")
 
 
 def _check_same_b(comm: Communicator, b64: torch.Tensor) -> None:

@@ -15,12 +15,12 @@ from .conftest import random_problem
 
 def test_solver_and_rounding_run_without_autocast_and_equal_float32():
     scores, _, _ = random_problem(0, 400, 30, kind="logprob", dtype=torch.float32)
-    reference = sinkhorn(scores, 0.1, tol=1e-6, max_iter=5000)
-    ref_balanced = reference.balanced_assignments()
     for mode in ("kernel", "log"):
+        reference = sinkhorn(scores, 0.1, tol=1e-6, max_iter=5000, mode=mode, dtype=torch.float32)
+        ref_balanced = reference.balanced_assignments()
         with torch.autocast("cpu", dtype=torch.bfloat16), AutocastSpy() as spy:
             assert torch.is_autocast_enabled("cpu")
-            result = sinkhorn(scores, 0.1, tol=1e-6, max_iter=5000, mode=mode)
+            result = sinkhorn(scores, 0.1, tol=1e-6, max_iter=5000, mode=mode, dtype=torch.float32)
             plan = result.plan()
             balanced = balanced_assignments(result.problem, result.g)
         assert spy.calls, "the spy saw no matrix product"

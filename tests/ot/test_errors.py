@@ -25,7 +25,7 @@ from otlearn.ot import sinkhorn
         (torch.zeros(3, 2), 0.1, {"a": torch.zeros(3)}, "sum to 0"),
         (torch.zeros(3, 2), 0.1, {"b": torch.zeros(2)}, "all zeros"),
         (torch.zeros(0, 2), 0.1, {}, "0 rows"),
-        (torch.zeros(3, 2), 0.1, {"dtype": torch.float16}, "float32 or torch.float64"),
+        (torch.zeros(3, 2), 0.1, {"dtype": torch.float16}, "torch.float32, torch.float64 or 'auto'"),
         (torch.zeros(3, 2), 0.1, {"init_g": torch.zeros(3)}, r"init_g must have shape \(K,\)"),
         (torch.zeros(3, 2), 0.1, {"init_g": torch.tensor([0.0, float("nan")])}, "init_g contains NaN"),
     ],

@@ -53,7 +53,7 @@ def test_swav_sized_solve_needs_at_most_three_reads():
 def test_tolerance_mode_reads_once_per_check(mode, eps):
     scores, _, _ = random_problem(2, 300, 40, kind="cosine", dtype=torch.float32)
     problem = AssignmentProblem.build(scores, eps)
-    solver = SinkhornSolver(tol=1e-12, max_iter=95, check_every=10, mode=mode)
+    solver = SinkhornSolver(tol=1e-12, max_iter=95, check_every=10, mode=mode, eps_scaling=None)
     reads, result = _reads(lambda: solver(problem))
     assert not result.converged and result.n_iters == 95
     assert len(result.errors) == 10  # iterations 10, 20, ..., 90 and the last, 95
