@@ -22,10 +22,14 @@ class DigitsDataModule(pl.LightningDataModule):
             keyword arguments of :class:`DigitsAugment`.
         seed: seed of the shuffling and augmentation streams.
         num_workers: DataLoader workers.
+        imbalance: > 1 makes both splits long-tailed (class frequencies falling geometrically from 1 to
+            ``1/imbalance``; see :class:`~otlearn.data.digits.Digits`).
     """
 
-    def __init__(self, batch_size: int = 128, augment: bool | dict = True, seed: int = 0, num_workers: int = 0) -> None:
+    def __init__(self, batch_size: int = 128, augment: bool | dict = True, seed: int = 0, num_workers: int = 0,
+                 imbalance: float = 1.0) -> None:
         super().__init__()
+        self.imbalance = imbalance
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
@@ -37,16 +41,16 @@ class DigitsDataModule(pl.LightningDataModule):
             transform = DigitsAugment(**augment)
         else:
             raise ValueError(f"augment must be True, False or a dict of DigitsAugment arguments, got {augment!r}")
-        self.train_set = IndexedDataset(Digits("train"), transform, seed=seed)
+        self.train_set = IndexedDataset(Digits("train", imbalance), transform, seed=seed)
 
     def label_dataset(self) -> IndexedDataset:
-        return IndexedDataset(Digits("train"))
+        return IndexedDataset(Digits("train", self.imbalance))
 
     def eval_train_dataset(self) -> IndexedDataset:
         return self.label_dataset()
 
     def test_dataset(self) -> IndexedDataset:
-        return IndexedDataset(Digits("test"))
+        return IndexedDataset(Digits("test", self.imbalance))
 
     def set_epoch(self, epoch: int) -> None:
         self.train_set.set_epoch(epoch)

@@ -32,14 +32,35 @@ def _load() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return images, digits.target.astype(np.int64), np.sort(train_idx), np.sort(test_idx)
 
 
-class Digits(Dataset):
-    """One split of the digits: ``ds[i] -> (image (1, 8, 8) float32 in [0, 1], target int)``."""
+def long_tail_subset(targets: np.ndarray, imbalance: float, seed: int = SPLIT_SEED) -> np.ndarray:
+    """Sorted positions of a long-tailed subset: class c keeps ``round(n_c · imbalance^(−c/(C−1)))`` of its
+    ``n_c`` samples (class 0 all of them, the last class 1/imbalance), chosen by a fixed permutation."""
+    classes = np.unique(targets)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for rank, c in enumerate(classes):
+        members = np.flatnonzero(targets == c)
+        share = imbalance ** (-rank / max(1, len(classes) - 1))
+        keep.append(rng.permutation(members)[: max(1, int(round(len(members) * share)))])
+    return np.sort(np.concatenate(keep))
 
-    def __init__(self, split: str = "train") -> None:
+
+class Digits(Dataset):
+    """One split of the digits: ``ds[i] -> (image (1, 8, 8) float32 in [0, 1], target int)``.
+
+    ``imbalance`` > 1 keeps a long-tailed subset of the split: class frequencies fall geometrically
+    from 1 (digit 0) to ``1/imbalance`` (digit 9), the same fixed subset every time.
+    """
+
+    def __init__(self, split: str = "train", imbalance: float = 1.0) -> None:
         if split not in ("train", "test", "all"):
             raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        if not imbalance >= 1.0:
+            raise ValueError(f"imbalance must be >= 1 (1 = the full split), got {imbalance!r}")
         images, targets, train_idx, test_idx = _load()
         idx = {"train": train_idx, "test": test_idx, "all": np.arange(len(images))}[split]
+        if imbalance > 1.0:
+            idx = idx[long_tail_subset(targets[idx], imbalance)]
         self.images = torch.from_numpy(images[idx]).unsqueeze(1)
         self.targets = torch.from_numpy(targets[idx])
         self.split = split

@@ -60,6 +60,8 @@ Acceleration = Literal["auto", "anderson", "none"]
 EpsScaling = Union[float, None, Literal["auto"]]
 
 FLOAT32_UNIT = 2.0**-24
+SMALL_PROBLEM = 1 << 16  # n_local x K below which "auto" acceleration waits
+SMALL_PLAIN_ITERS = 5
 AUTO_EPS_FACTOR = 0.5
 
 
@@ -168,8 +170,10 @@ class SinkhornSolver:
             scores of 3e4 at ε = 1e-3, stages to 1e-2 left the last one stuck at 8e-3, stages to tol
             converge in 15–35 iterations each).
             Fixed-iteration mode never ε-scales on "auto".
-        acceleration: "auto" (default: Anderson with a tolerance, plain in fixed-iteration mode),
-            "anderson" or "none" (plain Sinkhorn).
+        acceleration: "auto" (default: Anderson with a tolerance, plain in fixed-iteration mode; on a
+            problem of fewer than 65,536 scores (N x K over all ranks), where Anderson's own step costs as much as an iteration,
+            it starts after 5 plain iterations), "anderson" (from the first iteration, also with
+            ``tol=None``) or "none" (plain Sinkhorn).
         memory: Anderson's memory m (differences kept).
         mixing: Anderson's mixing β: the step is ``β r − (ΔG + β ΔR) γ`` (β = 1: plain Anderson; 1.3, the
             default, over-relaxes the extrapolated step; the safeguard's fallback step is always β = 1).
@@ -284,6 +288,9 @@ class SinkhornSolver:
         relaxed = problem.b_penalty is not None
         mixer = AndersonMixer(problem.n_cols, self.memory, marginal.positive, problem.all_columns_positive, mixing=self.mixing) \
             if self.accelerates else None
+        # "auto" on a small problem (an iteration costs a few torch calls, like Anderson's own step) starts
+        # plain and mixes from iteration SMALL_PLAIN_ITERS on: easy problems pay nothing for it
+        mix_from = SMALL_PLAIN_ITERS if self.acceleration == "auto" and problem.n_global * problem.n_cols < SMALL_PROBLEM else 0
         rejected = torch.zeros((), dtype=torch.int64, device=problem.device) if mixer is not None else None
         fixed = self.tol is None
         every = self.check_every or (10 if fixed or problem.device.type != "cpu" else 1)
@@ -313,7 +320,7 @@ class SinkhornSolver:
                 op.absorb()
             g = op.g if relaxed else None
             residual = marginal.residual(g, op.col)
-            if mixer is None:
+            if mixer is None or n_iters < mix_from:
                 op.propose(residual, False)
                 op.commit(None)
             else:

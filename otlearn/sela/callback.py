@@ -54,16 +54,25 @@ class SelfLabelCallback(pl.Callback):
         lam: λ of SeLa (``ε = 1/λ`` on log-probabilities): 10 on CIFAR, 25 on ImageNet.
         schedule: when rounds run (default: every epoch).
         tol, max_iter: solver stopping rule (max relative column-marginal error).
-        rounding: ``"balanced"`` (default: exactly equal counts, the constraint SeLa's objective states)
-            or ``"argmax"`` (SeLa's code: ``argmax_k log p_ik + g_k``, which can be far from
+        rounding: ``"auto"`` (default: ``"balanced"`` with hard cluster marginals, ``"argmax"`` with
+            ``b_penalty``), ``"balanced"`` (exactly the counts ``round(N b_k)``, the constraint SeLa's objective
+            states) or ``"argmax"`` (SeLa's code: ``argmax_k log p_ik + g_k``, which can be far from
             balanced while the network's predictions are still flat).
+        b_penalty: ρ > 0 relaxes the equal-size constraint into ``ρ KL(P^T 1 ‖ b)`` (semi-relaxed OT, as
+            P²OT does for imbalanced data): the cluster masses follow the data where the network is
+            confident, pulled towards ``b`` with strength ρ (ρ → ∞: equal sizes again). ``None``: hard.
+        relax_after: with ``b_penalty``, label rounds before this epoch keep the hard marginal (and
+            balanced rounding): a relaxed marginal from the first round lets a random network's bias
+            collapse the clusters (measured on long-tailed digits: one cluster at ρ = 0.1 and ρ = 1).
+        cluster_prior: the cluster masses ``b`` (K,) for every head (default uniform), e.g. a long-tailed
+            prior; with ``b_penalty=None`` the label counts follow it exactly.
         label_dataset: dataset of dicts with ``image`` and ``index`` for the label pass; default:
             ``trainer.datamodule.label_dataset()`` if it exists, else the train loader's dataset.
         label_dataloader: alternatively a callable ``(trainer) -> DataLoader`` (any sampler,
             padding duplicates allowed).
         batch_size, num_workers: of the label loader the callback builds.
         seed: seed of the initial random balanced labels.
-        solver_dtype: float32 (default) or float64 for the solver.
+        solver_dtype: "auto" (default), float32 or float64 for the solver.
     """
 
     def __init__(
@@ -72,18 +81,34 @@ class SelfLabelCallback(pl.Callback):
         schedule: LabelSchedule | None = None,
         tol: float = 1e-3,
         max_iter: int = 1000,
-        rounding: Literal["argmax", "balanced"] = "balanced",
+        rounding: Literal["auto", "argmax", "balanced"] = "auto",
+        b_penalty: float | None = None,
+        relax_after: int = 0,
+        cluster_prior: list[float] | None = None,
         label_dataset: Dataset | None = None,
         label_dataloader: Callable[[pl.Trainer], DataLoader] | None = None,
         batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
-        solver_dtype: torch.dtype = torch.float32,
+        solver_dtype: torch.dtype | str = "auto",
     ) -> None:
         if not lam > 0:
             raise ValueError(f"lam (λ = 1/ε) must be > 0, got {lam!r}")
-        if rounding not in ("argmax", "balanced"):
-            raise ValueError(f"rounding must be 'argmax' or 'balanced', got {rounding!r}")
+        if rounding not in ("auto", "argmax", "balanced"):
+            raise ValueError(f"rounding must be 'auto', 'argmax' or 'balanced', got {rounding!r}")
+        if b_penalty is not None and not b_penalty > 0:
+            raise ValueError(f"b_penalty must be > 0 or None, got {b_penalty!r}")
+        if rounding == "balanced" and b_penalty is not None:
+            raise ValueError("rounding='balanced' needs hard cluster sizes; with b_penalty the labels are the argmax")
+        if cluster_prior is not None:
+            prior = torch.as_tensor(cluster_prior, dtype=torch.float64)
+            if prior.dim() != 1 or not torch.isfinite(prior).all() or (prior < 0).any() or not prior.sum() > 0:
+                raise ValueError(f"cluster_prior must be K non-negative finite masses, not all 0, got {cluster_prior!r}")
+        self.b_penalty = None if b_penalty is None else float(b_penalty)
+        self.relax_after = int(relax_after)
+        self.hard_rounding = "balanced" if rounding == "auto" else rounding  # rounds before relax_after
+        self.cluster_prior = None if cluster_prior is None else [float(x) for x in cluster_prior]
+        rounding = ("argmax" if b_penalty is not None else "balanced") if rounding == "auto" else rounding
         self.lam = float(lam)
         self.schedule = schedule or LabelSchedule()
         self.solver = SinkhornSolver(tol=tol, max_iter=max_iter)
@@ -187,7 +212,9 @@ class SelfLabelCallback(pl.Callback):
                 n = len(self.label_dataloader(trainer).dataset)
             self.labels = self._initial_labels(n, ks)
             self.potentials = [None] * len(ks)
-        elif self.labels.shape[0] != len(ks):
+        if self.cluster_prior is not None and any(k != len(self.cluster_prior) for k in ks):
+            raise ValueError(f"cluster_prior has {len(self.cluster_prior)} masses, the heads have K = {ks}")
+        if self.labels.shape[0] != len(ks):
             raise ValueError(f"checkpoint holds labels for {self.labels.shape[0]} heads, the module has {len(ks)}")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -221,9 +248,12 @@ class SelfLabelCallback(pl.Callback):
         ks = self._check_module(pl_module)
         comm = self._comm(trainer)
         indices, banks = self._fill_bank(trainer, pl_module, len(ks))
+        relaxed = self.b_penalty is not None and trainer.current_epoch >= self.relax_after
         bank, heads, self.potentials = assign_labels(
             indices, banks, self.labels, self.potentials, self.lam, self.solver, comm,
-            rounding=self.rounding, dtype=self.solver_dtype,
+            rounding=self.rounding if relaxed or self.b_penalty is None else self.hard_rounding,
+            dtype=self.solver_dtype, b_penalty=self.b_penalty if relaxed else None,
+            priors=None if self.cluster_prior is None else [torch.tensor(self.cluster_prior)] * len(ks),
         )
         self.labels = bank
         rows_per_rank = comm.gather_sizes(heads[0]["rows"])

@@ -25,7 +25,9 @@ def assign_labels(
     solver: SinkhornSolver,
     comm: Communicator | dist.ProcessGroup | None,
     rounding: str = "argmax",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = "auto",
+    b_penalty: float | None = None,
+    priors: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]], list[torch.Tensor]]:
     """SeLa's label step over all N samples, rows sharded over the ranks of ``comm``.
 
@@ -38,13 +40,21 @@ def assign_labels(
         lam: λ; the solver runs on ``log_softmax(logits)`` with ε = 1/λ, uniform marginals.
         solver: the configured :class:`SinkhornSolver`.
         comm: the :class:`~otlearn.comm.Communicator` of the ranks (a process group, or ``None`` = one process).
-        rounding: ``"argmax"`` (``argmax_k log p_ik + g_k``, SeLa) or ``"balanced"`` (exact counts).
+        rounding: ``"argmax"`` (``argmax_k log p_ik + g_k``, SeLa) or ``"balanced"`` (exact counts;
+            hard marginals only).
+        dtype: the solver's compute dtype ("auto", float32 or float64).
+        b_penalty: ρ of the relaxed cluster marginal ``ρ KL(P^T 1 ‖ b)`` (``None``: equal-sized clusters,
+            or ``b`` exactly when a prior is given).
+        priors: per head, the cluster masses ``b`` (K_t,) (``None``: uniform).
 
     Returns:
         ``(labels (T, N), per-head diagnostics, new potentials)``. Only K-vectors (solver) and
         integers (labels, indices) cross process boundaries.
     """
     comm = resolve(comm)
+    if rounding == "balanced" and b_penalty is not None:
+        raise ValueError("balanced rounding needs hard cluster marginals; with b_penalty use rounding='argmax'")
+    priors = list(priors) if priors is not None else [None] * len(banks)
     keep = owned_rows(indices.cpu(), comm)
     kept_indices = indices.cpu()[keep]
     new_labels, heads, new_potentials = [], [], []
@@ -53,7 +63,7 @@ def assign_labels(
         banks[h] = None  # release this head's bank before solving
         scores = F.log_softmax(logits[keep.to(logits.device)].float(), dim=1)
         del logits
-        problem = AssignmentProblem.build(scores, 1.0 / lam, group=comm, dtype=dtype)
+        problem = AssignmentProblem.build(scores, 1.0 / lam, b=priors[h], b_penalty=b_penalty, group=comm, dtype=dtype)
         result = solver(problem, init_g=potentials[h])
         new_potentials.append(result.g.detach().cpu())
         local = result.balanced_assignments() if rounding == "balanced" else result.assignments()

@@ -27,11 +27,12 @@ def _reads(fn) -> tuple[int, object]:
 
 @pytest.mark.parametrize("mode", ["kernel", "log"])
 @pytest.mark.parametrize("eps", [0.05, 0.002])  # 0.002: |S|/ε up to 500, the kernel absorbs
-def test_fixed_iterations_read_nothing_per_iteration(mode, eps):
+@pytest.mark.parametrize("acceleration", ["none", "anderson"])  # the safeguard decides on the device
+def test_fixed_iterations_read_nothing_per_iteration(mode, eps, acceleration):
     scores, _, _ = random_problem(0, 300, 40, kind="cosine", dtype=torch.float32)
     problem = AssignmentProblem.build(scores, eps)
-    short, _ = _reads(lambda: SinkhornSolver(tol=None, max_iter=5, mode=mode)(problem))
-    long, result = _reads(lambda: SinkhornSolver(tol=None, max_iter=45, mode=mode)(problem))
+    short, _ = _reads(lambda: SinkhornSolver(tol=None, max_iter=5, mode=mode, acceleration=acceleration)(problem))
+    long, result = _reads(lambda: SinkhornSolver(tol=None, max_iter=45, mode=mode, acceleration=acceleration)(problem))
     assert short == 0 and long == 0
     assert result.n_iters == 45 and torch.isfinite(result.g).all()
     if mode == "kernel" and eps < 0.01:

@@ -9,7 +9,8 @@ from otlearn.ot import SinkhornSolver
 from otlearn.sela.labeling import assign_labels
 
 
-def label_round_padded(rank: int, world_size: int, logits: list, previous, lam: float, rounding: str):
+def label_round_padded(rank: int, world_size: int, logits: list, previous, lam: float, rounding: str,
+                       b_penalty=None, priors=None):
     """Each rank takes the indices a padding DistributedSampler gives it (duplicates included)."""
     n = previous.shape[1]
     sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=3)
@@ -17,5 +18,5 @@ def label_round_padded(rank: int, world_size: int, logits: list, previous, lam: 
     banks = [lg[idx].clone() for lg in logits]
     solver = SinkhornSolver(tol=1e-6, max_iter=5000)
     bank, heads, pots = assign_labels(idx, banks, previous, [None] * len(logits), lam, solver, dist.group.WORLD,
-                                      rounding=rounding, dtype=torch.float64)
+                                      rounding=rounding, dtype=torch.float64, b_penalty=b_penalty, priors=priors)
     return bank.numpy(), [p.numpy() for p in pots], heads, len(idx)

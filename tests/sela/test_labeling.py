@@ -24,15 +24,19 @@ def test_unique_first_and_owned_rows_single_process():
 
 
 @pytest.mark.parametrize("world_size,n", [(2, 101), (3, 100)])
-@pytest.mark.parametrize("rounding", ["argmax", "balanced"])
+@pytest.mark.parametrize("rounding", ["argmax", "balanced", "relaxed"])
 def test_distributed_label_round_equals_single(world_size, n, rounding):
     ks = [7, 4]
     logits = _logits(world_size + n, n, ks)
     previous = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(1)) % k for k in ks])
     solver = SinkhornSolver(tol=1e-6, max_iter=5000)
+    extra = {}
+    if rounding == "relaxed":  # KL-relaxed cluster sizes towards a long-tailed prior, argmax labels
+        rounding = "argmax"
+        extra = dict(b_penalty=0.5, priors=[0.5 ** torch.arange(float(k)) for k in ks])
     single, _, single_g = assign_labels(torch.arange(n), [lg.clone() for lg in logits], previous, [None, None],
-                                        10.0, solver, None, rounding=rounding, dtype=torch.float64)
-    outs = run_workers(label_round_padded, world_size, logits, previous, 10.0, rounding)
+                                        10.0, solver, None, rounding=rounding, dtype=torch.float64, **extra)
+    outs = run_workers(label_round_padded, world_size, logits, previous, 10.0, rounding, *extra.values())
     assert sum(o[3] for o in outs) > n  # the sampler padded: some index sat on two ranks
     for bank, pots, heads, _ in outs:
         np.testing.assert_array_equal(bank, single.numpy())
@@ -45,11 +49,12 @@ def test_distributed_label_round_equals_single(world_size, n, rounding):
             assert counts.max() - counts.min() <= 1
 
 
-def test_argmax_labels_nearly_balanced_and_warm_start():
+@pytest.mark.parametrize("acceleration", ["none", "anderson"])
+def test_argmax_labels_nearly_balanced_and_warm_start(acceleration):
     n, ks = 600, [10]
     logits = _logits(0, n, ks)
     previous = torch.zeros(1, n, dtype=torch.long)
-    solver = SinkhornSolver(tol=1e-4, max_iter=5000)
+    solver = SinkhornSolver(tol=1e-4, max_iter=5000, acceleration=acceleration)
     bank, heads, pots = assign_labels(torch.arange(n), [logits[0].clone()], previous, [None], 10.0, solver, None)
     counts = np.bincount(bank[0].numpy(), minlength=10)
     assert counts.min() >= 50 and counts.max() <= 70  # equal-size clusters up to argmax rounding
@@ -68,3 +73,26 @@ def test_indices_not_seen_keep_previous_labels():
     solver = SinkhornSolver(tol=1e-4, max_iter=2000)
     bank, heads, _ = assign_labels(torch.arange(30), logits, previous, [None], 5.0, solver, None)
     assert (bank[0, 30:] == 4).all() and heads[0]["labelled"] == 30
+
+
+def test_relaxed_labels_follow_imbalanced_predictions_and_reject_balanced_rounding():
+    """Logits from 4 imbalanced groups (shares 0.55/0.25/0.15/0.05): hard SeLa forces 4 equal clusters,
+    the relaxed marginal keeps the group sizes."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 800, 4
+    groups = torch.multinomial(torch.tensor([0.55, 0.25, 0.15, 0.05]), n, replacement=True, generator=g)
+    logits = torch.randn(n, k, generator=g) + 4.0 * torch.nn.functional.one_hot(groups, k)
+    previous = torch.zeros(1, n, dtype=torch.long)
+    solver = SinkhornSolver(tol=1e-6, max_iter=5000)
+    hard, _, _ = assign_labels(torch.arange(n), [logits.clone()], previous, [None], 10.0, solver, None, rounding="balanced")
+    relaxed, heads, _ = assign_labels(torch.arange(n), [logits.clone()], previous, [None], 10.0, solver, None,
+                                      rounding="argmax", b_penalty=0.3)
+    truth = np.bincount(groups.numpy(), minlength=k)
+    assert np.bincount(hard[0].numpy(), minlength=k).tolist() == [200] * 4
+    relaxed_counts = np.bincount(relaxed[0].numpy(), minlength=k)
+    assert np.abs(relaxed_counts - truth).max() <= 0.05 * n, (relaxed_counts, truth)
+    assert (relaxed[0] == groups).float().mean() > (hard[0] == groups).float().mean() + 0.2
+    assert heads[0]["converged"]
+    with pytest.raises(ValueError, match="balanced rounding needs hard"):
+        assign_labels(torch.arange(n), [logits.clone()], previous, [None], 10.0, solver, None, rounding="balanced",
+                      b_penalty=0.3)
