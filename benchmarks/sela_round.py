@@ -46,13 +46,13 @@ def make_logits(n: int, k: int, heads: int, rows: slice, block: int = 1000) -> l
     return out
 
 
-def one_rank(rank: int, world: int, n: int, k: int, heads: int, repeats: int, threads: int) -> dict:
+def one_rank(rank: int, world: int, n: int, k: int, heads: int, repeats: int, threads: int, acceleration: str = "auto") -> dict:
     torch.set_num_threads(threads)
     group = dist.group.WORLD if world > 1 else None
     rows = slice(rank * n // world, (rank + 1) * n // world)
     indices = torch.arange(rows.start, rows.stop)
     previous = torch.zeros(heads, n, dtype=torch.long)
-    solver = SinkhornSolver(tol=1e-3, max_iter=1000)
+    solver = SinkhornSolver(tol=1e-3, max_iter=1000, acceleration=acceleration)
     times, peaks, iters = [], [], []
     for _ in range(repeats):
         banks = make_logits(n, k, heads, rows)
@@ -106,17 +106,18 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     args = parser.parse_args()
     rows = []
-    for world in (1, 2):
+    for world, acceleration, repeats in ((1, "auto", args.repeats), (2, "auto", args.repeats), (1, "none", 1)):
         threads = max(1, 2 // world)  # the machine's 2 cores shared by the ranks
-        results = run(world, (args.n, args.k, args.heads, args.repeats, threads))
+        results = run(world, (args.n, args.k, args.heads, repeats, threads, acceleration))
         bank_mib = args.n // world * args.k * 4 * args.heads / 2**20
-        rows.append([world, threads, max(r["time"] for r in results), str(results[0]["iters"]),
+        label = "Anderson (default)" if acceleration == "auto" else "none (plain)"
+        rows.append([world, threads, label, max(r["time"] for r in results), str(results[0]["iters"]),
                      " / ".join(f"{r['peak']:.0f}" for r in results), f"{bank_mib:.0f}"])
         print(rows[-1], flush=True)
-    table = markdown_table(["W processes", "threads each", "round seconds (median)", "solver iterations per head",
+    table = markdown_table(["W processes", "threads each", "acceleration", "round seconds (median)", "solver iterations per head",
                             "peak MiB per rank above the banks", "bank MiB per rank (T x n_local x K float32)"], rows)
     body = (f"N={args.n}, K={args.k}, T={args.heads} heads, λ=10, tol 1e-3, balanced rounding; 2 CPU cores shared by "
-            f"the ranks (gloo); median of {args.repeats}. Command: `python benchmarks/sela_round.py`.\n\n" + table +
+            f"the ranks (gloo); median of {args.repeats} (the plain arm: 1 run). Command: `python benchmarks/sela_round.py`.\n\n" + table +
             "\n\nPeak memory above the banks is the solver's kernel (n_local x K float32) plus one head's log-softmax "
             "scores and the label bank; no rank ever holds an N x K matrix, and the communication per iteration is "
             "one all-reduce of K floats.\n")

@@ -30,61 +30,65 @@ import torch
 
 
 class AndersonMixer:
-    """Type-II Anderson mixing of ``g`` (K,) with memory ``m`` and relative ridge ``ridge``.
+    """Type-II Anderson mixing of ``g`` (K,) with memory ``m``, relative ridge ``ridge`` and mixing β.
 
     Columns of zero mass (``positive`` False, where ``g = -inf``) are left out; residuals are centred
-    (the potentials are defined up to a constant, and so are the residuals).
+    (the potentials are defined up to a constant, and so are the residuals). Written for few torch
+    calls per step (about 30): on small problems they, not the K-vector arithmetic, are the cost.
     """
 
     def __init__(self, n_cols: int, memory: int, positive: torch.Tensor, all_positive: bool, ridge: float = 1e-10,
                  mixing: float = 1.0) -> None:
         device = positive.device
-        self.mixing = mixing
-        self.fallback = torch.zeros((), dtype=torch.bool, device=device)
+        f64 = dict(dtype=torch.float64, device=device)
         self.memory = memory
         self.ridge = ridge
         self.positive = positive
         self.all_positive = all_positive
-        self.n_positive = positive.sum(dtype=torch.float64) if not all_positive else float(n_cols)
-        self.delta_g = torch.zeros(memory, n_cols, dtype=torch.float64, device=device)
-        self.delta_r = torch.zeros(memory, n_cols, dtype=torch.float64, device=device)
-        self.valid = torch.zeros(memory, dtype=torch.float64, device=device)
-        self.eye = torch.eye(memory, dtype=torch.float64, device=device)
+        self.n_positive = float(n_cols) if all_positive else positive.sum(dtype=torch.float64)
+        self.delta_g = torch.zeros(memory, n_cols, **f64)
+        self.delta_r = torch.zeros(memory, n_cols, **f64)
+        self.valid = torch.zeros(memory, **f64)
+        self.tiny = 1e-300 * torch.eye(memory, **f64)
+        self.beta_mix = torch.tensor(float(mixing), **f64)
+        self.beta_one = torch.ones((), **f64)
+        self.fallback = torch.zeros((), dtype=torch.bool, device=device)
         self.prev_r: torch.Tensor | None = None
-        self.last_step = torch.zeros(n_cols, dtype=torch.float64, device=device)
-        self.last_accepted = torch.zeros((), dtype=torch.float64, device=device)
+        self.last_step = torch.zeros(n_cols, **f64)
+        self.last_accepted = torch.zeros((), **f64)
         self.slot = 0  # host counter: which history slot the next difference fills (same on every rank)
 
     def _finite(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.double()
-        return x if self.all_positive else torch.where(self.positive, x, torch.zeros_like(x))
+        x = x.to(torch.float64)
+        return x if self.all_positive else torch.where(self.positive, x, 0.0)
 
     def step(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(δ, plain)``: the mixed step from the accepted iterate whose residual is ``r`` (K,), and a 0-dim
-        bool tensor, True when ``δ = r`` (empty history: the plain step)."""
+        bool tensor, True when ``δ = r`` (the plain step after a rejection)."""
         r64 = self._finite(r)
-        mean = r64.sum() / self.n_positive
-        r64 = r64 - mean if self.all_positive else torch.where(self.positive, r64 - mean, torch.zeros_like(r64))
+        r64 = r64 - r64.sum() / self.n_positive
+        if not self.all_positive:
+            r64 = torch.where(self.positive, r64, 0.0)
         if self.prev_r is not None:
             s = self.slot
             self.delta_g[s] = self.last_step
-            self.delta_r[s] = r64 - self.prev_r
+            torch.sub(r64, self.prev_r, out=self.delta_r[s])
             self.valid[s] = self.last_accepted  # a rejected step leaves the iterate, and this slot, empty
             self.slot = (s + 1) % self.memory
         self.prev_r = r64
         dr = self.delta_r * self.valid[:, None]
-        gram = dr @ dr.T
-        gram = gram + (self.ridge * gram.diagonal().sum() + 1e-300) * self.eye
-        gamma = torch.linalg.solve_ex(gram, (dr @ r64)[:, None], check_errors=False)[0][:, 0]
-        gamma = torch.nan_to_num(gamma * self.valid, nan=0.0, posinf=0.0, neginf=0.0)
-        beta = torch.where(self.fallback, 1.0, self.mixing).to(torch.float64)
-        step = beta * r64 - gamma @ (self.delta_g + beta * self.delta_r)
+        gram = torch.addmm(self.tiny, dr, dr.T)
+        gram.diagonal().add_(gram.diagonal().sum() * self.ridge)
+        gamma = torch.linalg.solve_ex(gram, torch.mv(dr, r64).unsqueeze(1), check_errors=False)[0].squeeze(1)
+        beta = torch.where(self.fallback, self.beta_one, self.beta_mix)
+        combined = torch.add(self.delta_g, self.delta_r * beta)
+        step = torch.sub(r64 * beta, torch.mv(combined.T, gamma * self.valid))
         return step.to(r.dtype), self.fallback
 
-    def record(self, realised: torch.Tensor, accepted: torch.Tensor) -> None:
-        """The step as the operator realised it and whether the safeguard accepted it (0-dim bool); a
-        rejection empties the history, so that the next step is plain."""
+    def record(self, realised: torch.Tensor, rejected: torch.Tensor) -> None:
+        """The step as the operator realised it and whether the safeguard rejected it (0-dim bool); a
+        rejection empties the history, so that the next step is plain (β = 1)."""
         self.last_step = self._finite(realised)
-        self.last_accepted = accepted.to(torch.float64)
+        self.fallback = rejected
+        self.last_accepted = (~rejected).to(torch.float64)
         self.valid.mul_(self.last_accepted)
-        self.fallback = ~accepted

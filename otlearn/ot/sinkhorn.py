@@ -286,17 +286,14 @@ class SinkhornSolver:
         marginal = ColumnMarginal(problem.b, problem.eps, problem.b_penalty, problem.all_columns_positive,
                                   floor_of(problem.dtype))
         relaxed = problem.b_penalty is not None
-        mixer = AndersonMixer(problem.n_cols, self.memory, marginal.positive, problem.all_columns_positive, mixing=self.mixing) \
-            if self.accelerates else None
         # "auto" on a small problem (an iteration costs a few torch calls, like Anderson's own step) starts
         # plain and mixes from iteration SMALL_PLAIN_ITERS on: easy problems pay nothing for it
         mix_from = SMALL_PLAIN_ITERS if self.acceleration == "auto" and problem.n_global * problem.n_cols < SMALL_PROBLEM else 0
-        rejected = torch.zeros((), dtype=torch.int64, device=problem.device) if mixer is not None else None
+        mixer = rejected = None  # made when mixing starts
         fixed = self.tol is None
         every = self.check_every or (10 if fixed or problem.device.type != "cpu" else 1)
         absorb_above = math.exp(self.log_scaling_bound)
         op.start(init_g)
-        slack = op.dual_slack() if mixer is not None else 0.0  # steps within rounding of D count as increases
         n_iters = 1 if init_g is None else 0
         errors: list[float] = []
         converged = False
@@ -320,16 +317,21 @@ class SinkhornSolver:
                 op.absorb()
             g = op.g if relaxed else None
             residual = marginal.residual(g, op.col)
-            if mixer is None or n_iters < mix_from:
+            if not self.accelerates or n_iters < mix_from:
                 op.propose(residual, False)
                 op.commit(None)
             else:
+                if mixer is None:
+                    mixer = AndersonMixer(problem.n_cols, self.memory, marginal.positive, problem.all_columns_positive,
+                                          mixing=self.mixing)
+                    rejected = torch.zeros((), dtype=torch.int64, device=problem.device)
+                    slack = op.dual_slack()  # steps within rounding of D count as increases
                 step, plain = mixer.step(residual)
                 realised, row_change = op.propose(step, True)
-                accepted = (row_change + marginal.dual_change(g, realised) >= -slack) | plain
-                op.commit(accepted)
-                mixer.record(realised, accepted)
-                rejected += (~accepted).long()
+                rejection = (row_change + marginal.dual_change(g, realised) < -slack) & ~plain
+                op.commit(~rejection)
+                mixer.record(realised, rejection)
+                rejected += rejection
             n_iters += 1
             error = None
         if not fixed and not converged:
@@ -346,7 +348,7 @@ class SinkhornSolver:
         if plan is not None and plan is self._kernel_cache:
             self._kernel_cache = None  # the buffer now belongs to the result
         return SinkhornResult(f, g, n_iters, converged, errors, problem, mode, op.n_builds, error, plan,
-                              problem.dtype, [problem.eps], "anderson" if mixer is not None else "none", rejected)
+                              problem.dtype, [problem.eps], "anderson" if self.accelerates else "none", rejected)
 
     def _kernel_buffer(self, problem: AssignmentProblem) -> torch.Tensor:
         shape = (problem.n_local, problem.n_cols)

@@ -11,7 +11,8 @@ from otlearn.ot import SinkhornConvergenceWarning, sinkhorn
 def confident_network(seed: int, n: int = 2000, k: int = 50) -> torch.Tensor:
     """log-softmax of logits with +8 on one class per row, classes drawn from Dirichlet(2) shares."""
     g = torch.Generator().manual_seed(seed)
-    shares = torch.distributions.Dirichlet(torch.full((k,), 2.0)).sample()
+    shares = -torch.log(torch.rand(2, k, generator=g, dtype=torch.float64)).sum(0)  # Gamma(2) draws
+    shares = (shares / shares.sum()).float()  # a Dirichlet(2), from the seeded generator
     classes = torch.multinomial(shares, n, replacement=True, generator=g)
     logits = torch.randn(n, k, generator=g)
     logits[torch.arange(n), classes] += 8.0
