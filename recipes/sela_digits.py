@@ -90,7 +90,8 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
     knn_cb = KNNEvalCallback(k=cfg.knn_k, temperature=cfg.knn_temperature, every_n_epochs=cfg.eval_every)
     name = f"seed_{seed}" if arm == "sela" else f"{arm}_seed_{seed}"
     seed_dir = os.path.join(out_dir, name)
-    callbacks = [sela_cb, clus_cb, knn_cb, ModelCheckpoint(dirpath=seed_dir, filename="last", save_last=False)]
+    callbacks = [sela_cb, clus_cb, knn_cb, ModelCheckpoint(dirpath=seed_dir, filename="last", save_last=False,
+                                                                 enable_version_counter=False)]  # a rerun overwrites last.ckpt
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
     trainer = pl.Trainer(
