@@ -42,6 +42,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import PeakMemory, markdown_table, median_time, read_bandwidth_gbs, update_results  # noqa: E402
 
+from otlearn.data.scores import confident_network  # noqa: E402
 from otlearn.ot import SinkhornConvergenceWarning, sinkhorn  # noqa: E402
 from otlearn.ot.anchors import swav_sinkhorn  # noqa: E402
 
@@ -67,18 +68,6 @@ def optvq_scores(n: int, k: int, dim: int, seed: int) -> torch.Tensor:
     dist = torch.cdist(z, codes)
     dist = (dist - dist.mean()) / (dist.std() + 1e-6)
     return -(dist - dist.min())
-
-
-def confident_network(n: int, k: int, seed: int) -> torch.Tensor:
-    """SeLa late in training: log-softmax of logits with +8 on one class per row, class shares from a
-    Dirichlet(2) (imbalanced clusters under the equal-size constraint)."""
-    g = torch.Generator().manual_seed(seed)
-    shares = -torch.log(torch.rand(2, k, generator=g, dtype=torch.float64)).sum(0)  # Gamma(2) draws
-    shares = (shares / shares.sum()).float()  # a Dirichlet(2), from the seeded generator
-    classes = torch.multinomial(shares, n, replacement=True, generator=g)
-    logits = torch.randn(n, k, generator=g)
-    logits[torch.arange(n), classes] += 8.0
-    return torch.log_softmax(logits, dim=1)
 
 
 def problems(quick: bool) -> list[dict]:

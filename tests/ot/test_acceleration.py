@@ -5,18 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from otlearn.data.scores import confident_network as confident_scores
 from otlearn.ot import SinkhornConvergenceWarning, sinkhorn
 
 
 def confident_network(seed: int, n: int = 2000, k: int = 50) -> torch.Tensor:
-    """log-softmax of logits with +8 on one class per row, classes drawn from Dirichlet(2) shares."""
-    g = torch.Generator().manual_seed(seed)
-    shares = -torch.log(torch.rand(2, k, generator=g, dtype=torch.float64)).sum(0)  # Gamma(2) draws
-    shares = (shares / shares.sum()).float()  # a Dirichlet(2), from the seeded generator
-    classes = torch.multinomial(shares, n, replacement=True, generator=g)
-    logits = torch.randn(n, k, generator=g)
-    logits[torch.arange(n), classes] += 8.0
-    return torch.log_softmax(logits, dim=1).double()
+    return confident_scores(n, k, seed).double()
 
 
 def semi_dual(scores: torch.Tensor, g: torch.Tensor, eps: float) -> float:
