@@ -6,7 +6,7 @@ Both hold an accepted iterate ``g`` (K,) with its exact row update and the globa
 
 * ``start(init_g)``: the first iterate (``None``: a cold start, the column update from ``f = ε log a``);
 * ``propose(step, track_dual)``: the row update at ``g + step``, kept aside; returns the step as
-  realised (clamps) and, when tracked, the row part of the dual change ``Σ_i a_i (f⁺_i − f_i)``
+  realised (clamps; the step itself when not tracked) and, when tracked, the row part of the dual change ``Σ_i a_i (f⁺_i − f_i)``
   (all-reduced together with the column sums: one all-reduce of K + 1 floats);
 * ``commit(accepted)``: make the proposal the iterate (``None``: unconditionally; a 0-dim bool tensor:
   where it is True, on the device);
@@ -323,9 +323,9 @@ class KernelOperator:
         v = raw.clamp(math.exp(-self.clamp), math.exp(self.clamp))
         if not self.p.all_columns_positive:
             v = torch.where(self.positive, v, torch.zeros_like(v))
-        realised = torch.where(raw == v, step, eps * torch.log(v / self.v))
-        if not self.p.all_columns_positive:
-            realised = torch.where(self.positive, realised, torch.zeros_like(realised))
+        # the step as clamped, for the dual change (only tracked steps need it; on columns of zero mass
+        # v stays 0 = raw, so the step, 0 there, is kept)
+        realised = torch.where(raw == v, step, eps * torch.log(v / self.v)) if track_dual else step
         u, ktu, dual = self._row_update(v, track_dual)
         self._next = (u, v, ktu)
         return realised, dual

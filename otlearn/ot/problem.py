@@ -135,8 +135,7 @@ class AssignmentProblem:
             raise ValueError(f"dtype must be torch.float32, torch.float64 or 'auto', got {dtype!r}")
         auto_dtype = dtype == "auto"
         dtype = torch.float32 if auto_dtype else dtype
-        if b_penalty is not None and not isinstance(b_penalty, bool) and isinstance(b_penalty, (int, float)) \
-                and b_penalty == math.inf:
+        if isinstance(b_penalty, float) and b_penalty == math.inf:  # ρ = ∞ is the hard marginal
             b_penalty = None
         comm = resolve(group)
         host_problems = _host_problems(scores, eps, a, b, b_penalty)
