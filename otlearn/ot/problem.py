@@ -199,11 +199,13 @@ class AssignmentProblem:
         *,
         group: dist.ProcessGroup | Communicator | None = None,
         dtype: torch.dtype = torch.float32,
+        b_penalty: float | None = None,
     ) -> "AssignmentProblem":
         """A problem with uniform masses from scores the caller built and checked itself.
 
         No validation: for internal callers on a hot path (the quantizer, once per step). One
         process reads nothing from the device; several exchange their row counts (one host read).
+        ``b_penalty``: ρ of a relaxed column marginal (the caller has checked ρ > 0, the same on every rank).
         """
         comm = resolve(group)
         n_local, n_cols = scores.shape
@@ -213,7 +215,8 @@ class AssignmentProblem:
             raise ValueError("scores have 0 rows on every rank: there is nothing to assign")
         a = _uniform(n_local, n_global, dtype, scores.device)
         b = _uniform(n_cols, n_cols, dtype, scores.device)
-        return cls(scores, float(eps), a, b, comm, n_global, sum(sizes[: comm.rank]), dtype)
+        return cls(scores, float(eps), a, b, comm, n_global, sum(sizes[: comm.rank]), dtype,
+                   b_penalty=None if b_penalty is None else float(b_penalty))
 
 
 def _uniform(length: int, total: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

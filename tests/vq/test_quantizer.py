@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from otlearn.ot import sinkhorn
-from otlearn.vq import OTVectorQuantizer, usage_stats
+from otlearn.vq import OPTVQ_SETTINGS, OTVectorQuantizer, usage_stats
 from tests._dist import run_workers
 
-from ._workers import quantize_shard
+from ._workers import kmeans_init_shard, quantize_shard
 
 
 def _data(seed, n=300, d=8):
@@ -25,7 +25,7 @@ def _normalised(x, codes):
 @pytest.mark.parametrize("seed", range(3))
 def test_ot_assignment_is_the_core_solver_on_normalised_distances(seed):
     torch.manual_seed(seed)
-    q = OTVectorQuantizer(32, 8, tol=1e-6, max_iter=5000)
+    q = OTVectorQuantizer(32, 8, tol=1e-6, max_iter=5000, **OPTVQ_SETTINGS)
     x = _data(seed)
     out = q(x)
     ref = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, tol=1e-6, max_iter=5000).assignments()
@@ -49,7 +49,7 @@ def optvq_reference(x, codes, temperature=10.0, iters=5):
 @pytest.mark.parametrize("seed", range(3))
 def test_optvq_mode_reproduces_optvq(seed):
     torch.manual_seed(seed)
-    q = OTVectorQuantizer(64, 8, assignment="optvq")
+    q = OTVectorQuantizer(64, 8, assignment="optvq", **OPTVQ_SETTINGS)
     x = _data(seed, n=500)
     assert torch.equal(q(x).indices[:, 0], optvq_reference(x, q.codes().detach()))
 
@@ -58,7 +58,7 @@ def test_optvq_mode_reproduces_optvq(seed):
 def test_distributed_assignment_equals_single_process(world_size, sizes, normalize):
     x = _data(7, n=sum(sizes))
     torch.manual_seed(0)
-    single = OTVectorQuantizer(24, 8, normalize=normalize, tol=1e-6, max_iter=5000)
+    single = OTVectorQuantizer(24, 8, normalize=normalize, tol=1e-6, max_iter=5000, **OPTVQ_SETTINGS)
     ref = single(x)
     outs = run_workers(quantize_shard, world_size, x, sizes, 24, normalize)
     np.testing.assert_array_equal(np.concatenate([o[0] for o in outs]), ref.indices.numpy())
@@ -71,7 +71,7 @@ def test_distributed_assignment_equals_single_process(world_size, sizes, normali
 @pytest.mark.parametrize("project", [False, True])
 def test_gradients_reach_encoder_and_codebook(estimator, project):
     torch.manual_seed(0)
-    q = OTVectorQuantizer(16, 8, estimator=estimator, project_codebook=project)
+    q = OTVectorQuantizer(16, 8, estimator=estimator, project_codebook=project, **OPTVQ_SETTINGS)
     x = _data(1, n=64).requires_grad_(True)
     out = q(x)
     (out.quantized.square().sum() + out.loss).backward()
@@ -114,7 +114,7 @@ def test_usage_statistics_against_hand_counts():
     stats = usage_stats(counts)
     assert stats["utilization"] == 0.5 and stats["dead_codes"] == 2
     assert stats["perplexity"] == pytest.approx(2.0)
-    q = OTVectorQuantizer(8, 2, assignment="nn")
+    q = OTVectorQuantizer(8, 2, assignment="nn", **OPTVQ_SETTINGS)
     with torch.no_grad():
         q.codebook.copy_(torch.arange(16, dtype=torch.float32).reshape(8, 2))
     out = q(torch.tensor([[0.0, 1.0], [0.1, 1.0], [2.0, 3.0], [14.0, 15.0]]))
@@ -172,3 +172,112 @@ def test_checkpoint_without_warm_start_buffer_still_loads():
     fresh = OTVectorQuantizer(16, 4)
     fresh.load_state_dict(state)  # strict
     assert torch.equal(fresh.warm_g, q.ema_g) and bool(fresh.ema_initialised)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kmeans_reaches_sklearn_inertia(seed):
+    """otlearn's k-means (k-means++ + 10 Lloyd steps) against scikit-learn's on seeded Gaussian blobs."""
+    from sklearn.cluster import KMeans
+
+    from otlearn.vq.quantizer import kmeans
+
+    g = torch.Generator().manual_seed(seed)
+    centres = 4 * torch.randn(24, 6, generator=g)
+    x = centres[torch.randint(24, (2000,), generator=g)] + torch.randn(2000, 6, generator=g)
+    runs = [kmeans(x, 24, iters=10, generator=torch.Generator().manual_seed(r)) for r in range(5)]
+    inertia = float(np.median([float(torch.cdist(x, c).min(1).values.square().sum()) for c in runs]))
+    refs = [KMeans(24, n_init=1, max_iter=10, random_state=r).fit(x.numpy()).inertia_ for r in range(5)]
+    assert inertia <= 1.10 * float(np.median(refs))
+    random_init = x[torch.randperm(2000, generator=g)[:24]]  # what a careless init reaches: this test can fail
+    for _ in range(10):
+        a = torch.cdist(x, random_init).argmin(1)
+        random_init = torch.stack([x[a == j].mean(0) if (a == j).any() else random_init[j] for j in range(24)])
+    assert inertia < float(torch.cdist(x, random_init).min(1).values.square().sum())
+    few = kmeans(x[:5], 12, generator=torch.Generator().manual_seed(0))  # fewer points than centres
+    assert few.shape == (12, 6) and torch.cdist(few, x[:5]).min(1).values.max() < 0.1
+
+
+def test_kmeans_codebook_init_uses_the_first_training_batch():
+    from otlearn.vq.quantizer import kmeans
+
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(16, 4, codebook_init="kmeans", codebook_update="gradient")
+    x = torch.randn(400, 4) * 3 + 7  # far from the N(0, 1) placeholder codes
+    assert not bool(q.codebook_initialised)
+    q(x)
+    expected = kmeans(x, 16, iters=10, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(q.codebook.detach(), expected) and bool(q.codebook_initialised)
+    q(x + 100)  # initialised once: a later batch does not re-initialise
+    assert torch.allclose(q.codebook.detach(), expected)
+    state = q.state_dict()
+    fresh = OTVectorQuantizer(16, 4, codebook_init="kmeans", codebook_update="gradient")
+    fresh.load_state_dict(state)
+    assert bool(fresh.codebook_initialised) and torch.equal(fresh.codebook, q.codebook)
+
+
+@pytest.mark.parametrize("rho", [0.3, 3.0])
+def test_relaxed_code_marginal_is_the_core_relaxed_solver(rho):
+    torch.manual_seed(1)
+    q = OTVectorQuantizer(32, 8, b_penalty=rho, tol=1e-6, max_iter=5000, codebook_update="gradient")
+    x = _data(5, n=400)
+    got = q(x).indices[:, 0]
+    ref = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, b_penalty=rho, tol=1e-6, max_iter=5000).assignments()
+    assert torch.equal(got, ref)
+    hard = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, tol=1e-6, max_iter=5000).assignments()
+    nearest = torch.cdist(x, q.codes().detach()).argmin(1)
+    # relaxing moves the codes towards the nearest-neighbour ones
+    assert (got == nearest).float().mean() > (hard == nearest).float().mean()
+    with pytest.raises(ValueError, match="b_penalty"):
+        OTVectorQuantizer(8, 4, b_penalty=0.0)
+    with pytest.raises(ValueError, match="balanced"):
+        OTVectorQuantizer(8, 4, b_penalty=1.0, rounding="balanced")
+
+
+def test_kmeans_init_is_rank_zeros_on_every_rank():
+    """Distributed k-means init: every rank holds the k-means codebook of rank 0's first batch."""
+    from otlearn.vq.quantizer import kmeans
+
+    x = _data(11, n=260)
+    sizes = [120, 140]
+    codebooks = run_workers(kmeans_init_shard, 2, x, sizes, 16)
+    expected = kmeans(x[:120], 16, iters=10, generator=torch.Generator().manual_seed(0)).numpy()
+    for book in codebooks:
+        np.testing.assert_allclose(book, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dead_codes_restart_at_tokens_and_healthy_codes_stay():
+    """Codes no token picks as nearest are restarted at batch tokens once their EMA share drops below the
+    threshold (0.05 of uniform, decay 0.95: after 59 steps), and then used; used codes are not restarted."""
+    torch.manual_seed(0)
+    x = _data(2, n=512, d=4)
+    init = torch.cat([x[:8], x[:8].mean(0) + 50 + torch.arange(24, dtype=torch.float32)[:, None]])  # 24 far codes
+    q = OTVectorQuantizer(32, 4, codebook_init=init, assignment="nn", codebook_update="gradient")
+    for step in range(55):
+        q(x)
+    assert int(q.restarts) == 0  # 0.95^55 = 0.06 > 0.05: not yet
+    for step in range(5):  # 0.95^60 = 0.046
+        q(x)
+    assert int(q.restarts) == 24
+    nearest_token = (q.codebook.detach()[:, None] - x[None]).abs().sum(-1).min(1).values  # exact, unlike cdist
+    assert nearest_token[8:].max() == 0  # restarted exactly at tokens
+    assert torch.equal(q.codebook.detach()[:8], init[:8])  # used codes untouched (no optimiser step here)
+    q.eval()
+    used = torch.bincount(q(x).indices.flatten(), minlength=32)
+    assert (used > 0).float().mean() > 0.9
+    off = OTVectorQuantizer(32, 4, codebook_init=init, assignment="nn", dead_code_threshold=None)
+    for _ in range(80):
+        off(x)
+    assert int(off.restarts) == 0
+    with pytest.raises(ValueError, match="dead_code_threshold"):
+        OTVectorQuantizer(8, 4, dead_code_threshold=1.5)
+
+
+def test_dead_code_restarts_agree_across_ranks():
+    from ._workers import restart_shard
+
+    x = _data(4, n=300, d=4)
+    results = run_workers(restart_shard, 2, x, [170, 130], 16, 70)
+    (book0, restarts0, share0), (book1, restarts1, share1) = results
+    assert restarts0 == restarts1 == 12
+    np.testing.assert_array_equal(book0, book1)
+    np.testing.assert_allclose(share0, share1)
