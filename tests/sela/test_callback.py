@@ -144,3 +144,37 @@ def test_resume_from_a_last_batch_checkpoint_still_labels_the_next_epoch(tmp_pat
     assert torch.load(ckpt, weights_only=False)["global_step"] == 10
     _, resumed = _fit(tmp_path / "resumed", 4, ckpt_path=str(ckpt), save=False)
     assert resumed.rounds_done == [0, 1, 2, 3]
+
+
+def test_label_views_average_the_softmax_over_augmented_views(tmp_path):
+    """label_views=V: the bank is log((1/V) Σ_v softmax(logits of view v)), each view the training augmentation
+    under its own seed (recomputed here independently from the datamodule's views); V=1 is the clean pass."""
+    import types
+
+    torch.manual_seed(0)
+    model = SelfLabeling(**TINY).eval()
+    with torch.no_grad():
+        for head in model.heads.heads:
+            head.weight.mul_(30)  # confident predictions, so that views visibly differ
+    dm = DigitsDataModule(seed=3)
+    trainer = types.SimpleNamespace(datamodule=dm, current_epoch=4, global_rank=0, world_size=1)
+    views = SelfLabelCallback(label_views=3, batch_size=500)
+    indices, banks = views._fill_bank(trainer, model, 2)
+    clean_idx, clean = SelfLabelCallback(batch_size=500)._fill_bank(trainer, model, 2)
+    assert torch.equal(indices, clean_idx) and torch.equal(indices, torch.arange(len(dm.label_dataset())))
+    with torch.no_grad():
+        probs = []
+        for v in range(3):
+            ds = dm.label_dataset(view=v)
+            ds.set_epoch(4)
+            images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+            probs.append([lg.softmax(1) for lg in model.sela_logits({"image": images})])
+        for h in range(2):
+            expected = torch.stack([p[h] for p in probs]).mean(0).log()
+            assert torch.allclose(banks[h], expected, atol=1e-5)
+            assert not torch.allclose(banks[h], clean[h].log_softmax(1), atol=1e-2)  # the views are augmented
+        assert not torch.allclose(probs[0][0], probs[1][0])  # and differ from each other
+    with pytest.raises(ValueError, match="label_views"):
+        SelfLabelCallback(label_views=0)
+    with pytest.raises(ValueError, match="augmented views"):
+        SelfLabelCallback(label_views=2, label_dataset=dm.label_dataset())._fill_bank(trainer, model, 2)

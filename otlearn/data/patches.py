@@ -1,0 +1,78 @@
+"""Patches of the natural RGB images that scikit-image ships (``skimage.data``), offline.
+
+A fixed split **by image**: training patches come from six photographs and test patches from two
+others, so no test pixel was seen in training. Patches are ``(3, P, P)`` float32 in [0, 1], cut on a
+regular grid (``stride`` pixels apart; ``stride < patch`` overlaps). The retina photograph (1411²,
+mostly black border) is halved first and patches that are nearly constant (std < 0.02) are dropped
+from every image, so each split holds textured content.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+TRAIN_IMAGES = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "motorcycle_left", "retina")
+TEST_IMAGES = ("chelsea", "coffee")
+FLAT_STD = 0.02
+
+
+def _image(name: str) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] of one ``skimage.data`` photograph."""
+    import skimage.data as data
+
+    if name == "motorcycle_left":
+        image = data.stereo_motorcycle()[0]
+    else:
+        image = getattr(data, name)()
+    image = image[..., :3].astype(np.float32) / 255.0
+    if name == "retina":
+        h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+        image = image[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+    return image
+
+
+@lru_cache(maxsize=8)
+def _patches(names: tuple[str, ...], patch: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    out, source = [], []
+    for i, name in enumerate(names):
+        image = torch.from_numpy(_image(name)).permute(2, 0, 1)  # (3, H, W)
+        tiles = image.unfold(1, patch, stride).unfold(2, patch, stride)  # (3, nh, nw, P, P)
+        tiles = tiles.permute(1, 2, 0, 3, 4).reshape(-1, 3, patch, patch)
+        tiles = tiles[tiles.flatten(1).std(1) >= FLAT_STD]
+        out.append(tiles.numpy())
+        source.append(np.full(len(tiles), i, dtype=np.int64))
+    return np.concatenate(out), np.concatenate(source)
+
+
+class NaturalPatches(Dataset):
+    """``ds[i] -> (patch (3, P, P) float32 in [0, 1], index of its source image)``.
+
+    Args:
+        split: ``"train"`` (astronaut, rocket, immunohistochemistry, hubble_deep_field, the left
+            motorcycle view, retina at half size) or ``"test"`` (chelsea, coffee).
+        patch: side P in pixels.
+        stride: grid step in pixels (default ``patch``: non-overlapping).
+    """
+
+    def __init__(self, split: str = "train", patch: int = 16, stride: int | None = None) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if patch < 2:
+            raise ValueError(f"patch must be >= 2 pixels, got {patch}")
+        stride = patch if stride is None else stride
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1 pixel, got {stride}")
+        names = TRAIN_IMAGES if split == "train" else TEST_IMAGES
+        images, source = _patches(names, patch, stride)
+        self.images = torch.from_numpy(images)
+        self.targets = torch.from_numpy(source)
+        self.split, self.source_names = split, names
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.targets[i])
