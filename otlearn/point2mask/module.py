@@ -95,7 +95,7 @@ class PointSupervisedSegmentation(pl.LightningModule):
         common = dict(num_classes=num_classes, thing_classes=self.thing_classes, method=pseudo_method,
                       weights=weights, eps=ot_eps, tol=ot_tol, point_square=point_square)
         self.generator = PseudoMaskGenerator(**common)
-        self.warmup_generator = PseudoMaskGenerator(**common, capacity="nearest")
+        self.warmup_generator = PseudoMaskGenerator(**common, capacity="nearest", ot_seeds="original")
         self.val_pq = PanopticQuality(self.thing_classes, self.stuff_classes)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

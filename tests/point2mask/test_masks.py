@@ -27,8 +27,8 @@ def test_ot_with_nearest_cell_capacities_reproduces_the_nearest_point_partition(
     near-ties, pixels whose two smallest normalised costs are closer than 5ε (checked to be under 2%)."""
     probs, points, labels, boundary = _random_image(seed)
     eps = 1e-4
-    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", eps=eps, tol=1e-4, max_iter=100_000,
-                              class_presence=False)
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", ot_seeds="original", eps=eps, tol=1e-4,
+                              max_iter=100_000, class_presence=False)
     out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
     cmap = category_map(probs.double(), points, labels, 1, class_presence=False)
     dist = point_distances(cmap, points, boundary.double(), None, gen.weights)
@@ -44,13 +44,36 @@ def test_default_settings_differ_from_the_nearest_partition_only_at_near_ties():
     changed, total = 0, 0
     for seed in range(6):
         probs, points, labels, boundary = _random_image(seed)
-        gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", class_presence=False)
+        gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", ot_seeds="original", class_presence=False)
         out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
         cmap = category_map(probs.double(), points, labels, 1, class_presence=False)
         nearest = point_distances(cmap, points, boundary.double(), None, gen.weights).argmin(0)
         changed += int((out.instance != nearest).sum())
         total += nearest.numel()
     assert changed / total < 0.01
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_default_cost_is_measured_from_the_reseeded_seeds(seed):
+    """Default OT: cost = geodesic distance from the centroid-reseeded seeds, capacities = their nearest-cell
+    pixel counts, so the entropic plan's argmax is that partition except at near-ties."""
+    from otlearn.point2mask.masks import initial_assignment, reseed
+
+    probs, points, labels, boundary = _random_image(seed)
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", eps=1e-4, tol=1e-4, max_iter=100_000, class_presence=False)
+    cost, caps = gen.ot_problem(probs.double(), points, labels, boundary.double())
+    cmap, foreground, _, k_idx = gen.layout(probs.double(), points, labels)
+    dist = point_distances(cmap, points[k_idx], boundary.double(), None, gen.weights)[:, foreground]
+    class_prob = cmap[labels[k_idx]][:, foreground]
+    seeds = reseed(initial_assignment(dist, class_prob), foreground, points[k_idx])
+    expected = point_distances(cmap, seeds, boundary.double(), None, gen.weights)[:, foreground]
+    assert torch.allclose(cost, expected)
+    assert torch.equal(caps, torch.bincount(expected.argmin(0), minlength=len(k_idx)).double())
+    out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
+    owner = out.instance[foreground]
+    two = (expected / expected.max()).topk(2, dim=0, largest=False).values
+    clear = (two[1] - two[0]) > 5e-4
+    assert torch.equal(owner[clear], k_idx[expected.argmin(0)][clear])
 
 
 def test_transport_meets_the_capacities():
