@@ -23,3 +23,7 @@ def test_sela_digits_smoke(tmp_path):
     for name in ("report.md", "cluster_sizes.png", "confusion.png", "embedding.png", "loss.png", "val_curves.png"):
         assert (out / name).stat().st_size > 0, name
     assert "Smoke run" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "training-label NMI against the classes" in report  # the per-round diagnostics table
+    row = next(line for line in report.splitlines() if line.startswith("| 0 | "))
+    assert row.count("|") == 9 and "(" in row  # seed 0: label NMI (spread over heads) at each marked epoch
