@@ -90,12 +90,13 @@ def sela_round(n: int, k: int) -> list[list]:
 
 
 def quantizer_step(tokens: int, k: int, dim: int = 32) -> list[list]:
-    from otlearn.vq import OTVectorQuantizer
+    from otlearn.vq import OPTVQ_SETTINGS, OTVectorQuantizer
 
     rows, times = [], {}
     for assignment in ("nn", "ot", "optvq"):
         torch.manual_seed(0)
-        q = OTVectorQuantizer(k, dim, assignment=assignment).cuda()
+        settings = {} if assignment == "ot" else OPTVQ_SETTINGS  # ot: the recommended defaults
+        q = OTVectorQuantizer(k, dim, assignment=assignment, **settings).cuda()
         x = torch.nn.Parameter(torch.randn(tokens, dim, device="cuda"))
         opt = torch.optim.Adam([x, *q.parameters()], lr=1e-3)
 

@@ -59,7 +59,8 @@ def make_arm(arm: str, k: int, d: int, init: str):
     q = OTVectorQuantizer(k, d, assignment={"nn": "nn", "optvq": "optvq", "otlearn": "ot", "otlearn_balanced_ema": "ot"}[arm],
                           codebook_init=init_codes(init, k, d), tol=1e-2,
                           rounding="balanced" if recommended else "argmax",
-                          codebook_update="ema" if recommended else "gradient", ema_decay=0.8)
+                          codebook_update="ema" if recommended else "gradient", ema_decay=0.8,
+                          b_penalty=None, dead_code_threshold=None)  # the arms as measured before #12's defaults
     return q, lambda x: q(x).loss, lambda: q.codes().detach()
 
 
