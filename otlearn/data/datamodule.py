@@ -82,8 +82,9 @@ class PatchesDataModule(pl.LightningDataModule):
     """RGB patches of scikit-image's photographs (:class:`~otlearn.data.patches.NaturalPatches`), split by image.
 
     * train: non-augmented training patches (``stride`` apart), reshuffled per epoch from ``(seed, epoch)``;
-    * val / test: patches of the two held-out photographs, ``test_stride`` apart (default half a
-      patch: overlapping, four times as many test tokens for the codebook-usage statistics).
+    * val / test: patches of the two held-out photographs, ``test_stride`` apart.
+
+    Both strides default to half a patch (overlapping patches: four times as many as a plain grid).
 
     Args:
         batch_size: training batch size.
@@ -100,7 +101,7 @@ class PatchesDataModule(pl.LightningDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.patch = patch
         self.test_stride = max(1, patch // 2) if test_stride is None else test_stride
-        self.train_set = IndexedDataset(NaturalPatches("train", patch, stride))
+        self.train_set = IndexedDataset(NaturalPatches("train", patch, max(1, patch // 2) if stride is None else stride))
 
     def test_dataset(self) -> IndexedDataset:
         from otlearn.data.patches import NaturalPatches
