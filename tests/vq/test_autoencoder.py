@@ -1,9 +1,12 @@
 """VQAutoencoder + CodebookMonitor train in Lightning; the OptVQ recipe runs in smoke mode."""
 import json
+
 import os
 import subprocess
 import sys
 import warnings
+
+import pytest
 
 import pytorch_lightning as pl
 import torch
@@ -39,12 +42,15 @@ def test_autoencoder_trains_and_monitor_reports(tmp_path):
     assert "val/psnr" in trainer.callback_metrics
 
 
-def test_optvq_recipe_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, "recipes/optvq_digits.py", "--config", "configs/optvq/digits.yaml", "--smoke", "true",
-                           "--out_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("config", ["digits", "patches"])
+def test_optvq_recipe_smoke(tmp_path, config):
+    extra = ["--arms", "[nn, vqpytorch, optvq_exact, otlearn]"] if config == "digits" else []
+    proc = subprocess.run([sys.executable, "recipes/optvq_digits.py", "--config", f"configs/optvq/{config}.yaml", "--smoke", "true",
+                           "--out_dir", str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["K64"]) == {"nn", "vqpytorch", "optvq_exact", "otlearn"}
+    assert set(metrics["K64"]) == ({"nn", "vqpytorch", "optvq_exact", "otlearn"} if config == "digits" else {"vqpytorch", "otlearn"})
     for arm in metrics["K64"].values():
-        assert {"utilization", "perplexity", "mse", "psnr", "ms_per_step"} <= set(arm)
+        assert {"utilization", "perplexity", "mse", "psnr", "ssim", "ms_per_step"} <= set(arm)
+        assert 0 < arm["ssim"] <= 1 and arm["mse"] > 0
     assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "report.md").exists()
