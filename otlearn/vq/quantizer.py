@@ -387,7 +387,8 @@ class OTVectorQuantizer(nn.Module):
                     self._ema_update(tokens.detach(), idx, counts)
                 if self.dead_code_threshold is not None:
                     self._restart_dead_codes(tokens.detach(), nn_idx)
-                codes = self.codes()
+            if self.codebook_update == "ema" or self.dead_code_threshold is not None:
+                codes = self.codes()  # the updated codes; outside no_grad, so a projection still gets gradients
         z_q = codes[idx].to(tokens.dtype)
         loss = self.commitment * F.mse_loss(tokens, z_q.detach())
         if self.codebook_update == "gradient":
