@@ -259,8 +259,11 @@ class OTVectorQuantizer(nn.Module):
         if prefix + "warm_g" not in state_dict and prefix + "ema_g" in state_dict:
             # a checkpoint from before warm_g existed: warm-start from the EMA potentials it has
             state_dict[prefix + "warm_g"] = state_dict[prefix + "ema_g"].clone()
-        if prefix + "codebook_initialised" not in state_dict:  # a checkpoint from before kmeans init existed
-            state_dict[prefix + "codebook_initialised"] = torch.tensor(True)
+        # checkpoints from before k-means init and dead-code restarts: an initialised codebook, a fresh usage EMA
+        defaults = {"codebook_initialised": torch.tensor(True), "nn_share": torch.ones(self.num_codes),
+                    "restarts": torch.zeros((), dtype=torch.long)}
+        for name, value in defaults.items():
+            state_dict.setdefault(prefix + name, value)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ema_ready = None  # re-read the loaded buffers
         self._codebook_ready = None

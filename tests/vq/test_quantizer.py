@@ -168,10 +168,15 @@ def test_checkpoint_without_warm_start_buffer_still_loads():
     q = OTVectorQuantizer(16, 4)
     q(torch.randn(200, 4))
     state = q.state_dict()
-    del state["warm_g"]
+    for name in ("warm_g", "codebook_initialised", "nn_share", "restarts"):  # buffers added after the first release
+        del state[name]
     fresh = OTVectorQuantizer(16, 4)
     fresh.load_state_dict(state)  # strict
     assert torch.equal(fresh.warm_g, q.ema_g) and bool(fresh.ema_initialised)
+    assert bool(fresh.codebook_initialised) and torch.equal(fresh.codebook, q.codebook)  # no re-initialisation
+    assert torch.equal(fresh.nn_share, torch.ones(16)) and int(fresh.restarts) == 0
+    fresh.train()(torch.randn(200, 4))
+    assert torch.equal(fresh.codebook_initialised, torch.tensor(True))
 
 
 @pytest.mark.parametrize("seed", range(3))
