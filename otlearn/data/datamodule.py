@@ -5,12 +5,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from otlearn.data.digits import Digits, DigitsAugment
-from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset
-
-
-def label_view_seed(seed: int, view: int) -> int:
-    """Seed of augmented label view ``view`` (disjoint from the training stream ``seed``)."""
-    return (seed + 1) * 1_000_003 + 7919 * (view + 1)
+from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset, label_view_seed
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -99,9 +94,10 @@ class PatchesDataModule(pl.LightningDataModule):
         from otlearn.data.patches import NaturalPatches
 
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        half = max(1, patch // 2)
         self.patch = patch
-        self.test_stride = max(1, patch // 2) if test_stride is None else test_stride
-        self.train_set = IndexedDataset(NaturalPatches("train", patch, max(1, patch // 2) if stride is None else stride))
+        self.test_stride = half if test_stride is None else test_stride
+        self.train_set = IndexedDataset(NaturalPatches("train", patch, half if stride is None else stride))
 
     def test_dataset(self) -> IndexedDataset:
         from otlearn.data.patches import NaturalPatches

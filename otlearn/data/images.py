@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from otlearn.data.indexed import IndexedDataset
+from otlearn.data.indexed import IndexedDataset, label_view_seed
 
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -136,8 +136,6 @@ class ImageDataModule(pl.LightningDataModule):
     def label_dataset(self, view: int | None = None) -> IndexedDataset:
         """Training images for the label pass: un-augmented (``view=None``; folders resized to ``image_size``),
         or with the training augmentation under view ``view``'s own seeded stream."""
-        from otlearn.data.datamodule import label_view_seed
-
         if view is not None and self.transform is not None:
             return IndexedDataset(self._train_base, self.transform, seed=label_view_seed(self.seed, view))
         if self.kind == "folder":

@@ -11,6 +11,11 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 
+def label_view_seed(seed: int, view: int) -> int:
+    """Augmentation seed of label view ``view`` (SeLa's ``label_views``), disjoint from the training stream ``seed``."""
+    return (seed + 1) * 1_000_003 + 7919 * (view + 1)
+
+
 class IndexedDataset(Dataset):
     """Wrap ``base[i] -> (image, target)`` as ``{"image", "target", "index"}`` dicts.
 

@@ -288,42 +288,43 @@ class SelfLabelCallback(pl.Callback):
         return {"heads": heads, "seconds": time.perf_counter() - t0, "world_size": comm.world_size,
                 "rows_per_rank": rows_per_rank}
 
+    def _label_pass(self, loader: DataLoader, pl_module: pl.LightningModule, n_heads: int, probabilities: bool):
+        """One no-grad pass: dataset indices (n,) and per head (n, K_t) logits (or softmax probabilities);
+        ``None`` when this rank's loader is empty."""
+        indices, banks = [], [[] for _ in range(n_heads)]
+        for batch in loader:
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            logits = pl_module.sela_logits(batch)
+            if len(logits) != n_heads:
+                raise ValueError(f"sela_logits returned {len(logits)} heads, sela_num_clusters lists {n_heads}")
+            indices.append(batch["index"].cpu())
+            for h, lg in enumerate(logits):
+                lg = lg.detach().float()
+                banks[h].append(lg.softmax(1) if probabilities else lg)
+        if not indices:
+            return None
+        return torch.cat(indices), [torch.cat(b) for b in banks]
+
     def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int):
         """This rank's dataset indices (n,) and per head (n, K_t) scores: logits (one view) or the log of
         the softmax averaged over ``label_views`` augmented views."""
         was_training = pl_module.training
         pl_module.eval()
         views = self.label_views
-        indices, banks = None, None
         try:
-            for view in range(views):
-                view_indices, view_banks = [], [[] for _ in range(n_heads)]
-                for batch in self._loader(trainer, None if views == 1 else view):
-                    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                    logits = pl_module.sela_logits(batch)
-                    if len(logits) != n_heads:
-                        raise ValueError(f"sela_logits returned {len(logits)} heads, sela_num_clusters lists {n_heads}")
-                    view_indices.append(batch["index"].cpu())
-                    for h, lg in enumerate(logits):
-                        lg = lg.detach().float()
-                        view_banks[h].append(lg if views == 1 else lg.softmax(1))
-                if not view_indices:
-                    break
-                view_indices = torch.cat(view_indices)
-                stacked = [torch.cat(b) for b in view_banks]
-                if indices is None:
-                    indices, banks = view_indices, stacked
-                    continue
-                if not torch.equal(view_indices, indices):
+            first = self._label_pass(self._loader(trainer, None if views == 1 else 0), pl_module, n_heads, views > 1)
+            for view in range(1, views if first is not None else 0):
+                indices, probs = self._label_pass(self._loader(trainer, view), pl_module, n_heads, True)
+                if not torch.equal(indices, first[0]):
                     raise ValueError("label_views: every view's label pass must visit the same indices in the same order")
-                for h in range(n_heads):
-                    banks[h].add_(stacked[h])
+                for total, p in zip(first[1], probs):
+                    total.add_(p)
         finally:
             pl_module.train(was_training)
-        if indices is None:
-            idx = torch.zeros(0, dtype=torch.long)
-            ks = pl_module.sela_num_clusters
-            return idx, [torch.zeros(0, int(k), device=pl_module.device) for k in ks]
+        if first is None:
+            return torch.zeros(0, dtype=torch.long), [torch.zeros(0, int(k), device=pl_module.device)
+                                                       for k in pl_module.sela_num_clusters]
+        indices, banks = first
         if views > 1:  # log of the mean probability (log_softmax of it in assign_labels changes nothing)
             banks = [b.div_(views).clamp_(min=1e-30).log_() for b in banks]
         return indices, banks
