@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+import weakref
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal, Union
 
 import torch
@@ -78,8 +79,8 @@ class SinkhornResult:
         g: (K,) column potentials, identical on every rank (``-inf`` for columns of zero mass).
         n_iters: row passes performed (every proposed step counts, rejected ones included), over all stages.
         converged: whether the error reached ``tol`` (False in fixed-iteration mode).
-        errors: error read at each check, in order (host floats; empty in fixed-iteration mode).
-        problem: the solved :class:`AssignmentProblem` (holds a reference to the scores).
+        errors: ``list[float]``, the error read at each check, in order (host floats, read anyway by the
+            checks; empty in fixed-iteration mode, which reads nothing).
         mode: the operator that ran ("kernel" or "log").
         n_rebuilds: kernel builds from the scores (cold/warm start and absorptions; 0 in log mode).
         final_error: 0-dim device tensor, the error of the returned plan (no sync until read).
@@ -88,6 +89,11 @@ class SinkhornResult:
         stages: the ε of each stage, ending with the problem's ε (more than one when ε-scaled).
         acceleration: "anderson" or "none".
         rejected: 0-dim device tensor, accelerated steps rejected by the safeguard (None without acceleration).
+
+    The result does not keep the (n_local, K) scores alive unless the solver was asked to
+    (``keep_scores=True``; the functional :func:`sinkhorn` does, so that ``sinkhorn(S, eps).plan()``
+    works on a temporary): it holds the problem's masses and a weak reference to the scores, and
+    :attr:`problem`, :meth:`plan` and the assignments need the scores still alive.
     """
 
     f: torch.Tensor
@@ -95,7 +101,6 @@ class SinkhornResult:
     n_iters: int
     converged: bool
     errors: list[float]
-    problem: AssignmentProblem = field(repr=False)
     mode: str = "log"
     n_rebuilds: int = 0
     final_error: torch.Tensor | None = field(default=None, repr=False)
@@ -104,6 +109,32 @@ class SinkhornResult:
     stages: list[float] = field(default_factory=list)
     acceleration: str = "none"
     rejected: torch.Tensor | None = field(default=None, repr=False)
+    _kept_problem: AssignmentProblem | None = field(default=None, repr=False, compare=False)
+    _shell: AssignmentProblem | None = field(default=None, repr=False, compare=False)
+    _scores_ref: weakref.ref | None = field(default=None, repr=False, compare=False)
+
+    def _hold(self, problem: AssignmentProblem, keep_scores: bool) -> "SinkhornResult":
+        """Keep ``problem`` (``keep_scores``) or only its masses and a weak reference to its scores."""
+        if keep_scores:
+            self._kept_problem, self._shell, self._scores_ref = problem, None, None
+        else:
+            meta = torch.empty(problem.scores.shape, dtype=problem.scores.dtype, device="meta")
+            self._kept_problem, self._shell = None, replace(problem, scores=meta)
+            self._scores_ref = weakref.ref(problem.scores)
+        return self
+
+    @property
+    def problem(self) -> AssignmentProblem:
+        """The solved :class:`AssignmentProblem` (needs its scores alive, see the class docstring)."""
+        if self._kept_problem is not None:
+            return self._kept_problem
+        scores = None if self._scores_ref is None else self._scores_ref()
+        if scores is None or self._shell is None:
+            raise RuntimeError(
+                "the scores of this SinkhornResult were released (a solver's result keeps no reference to them); "
+                "keep the scores tensor alive while using the result, or solve with SinkhornSolver(keep_scores=True)"
+            )
+        return replace(self._shell, scores=scores)
 
     @property
     def error(self) -> float:
@@ -184,6 +215,8 @@ class SinkhornSolver:
             same shape, dtype and device (for a solver called every training step, e.g. by the
             quantizer). On the CPU a fresh N x K buffer per call costs page faults (glibc maps large
             allocations anew); the price is N x K memory held between calls.
+        keep_scores: the result holds a strong reference to the problem's scores (default: a weak one,
+            so a kept result does not pin an N x K bank; see :class:`SinkhornResult`).
     """
 
     tol: float | None = 1e-3
@@ -199,6 +232,7 @@ class SinkhornSolver:
     mixing: float = 1.3
     return_plan: bool = False
     reuse_kernel: bool = False
+    keep_scores: bool = False
     _kernel_cache: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -347,8 +381,11 @@ class SinkhornSolver:
         plan = op.take_plan() if self.return_plan else None
         if plan is not None and plan is self._kernel_cache:
             self._kernel_cache = None  # the buffer now belongs to the result
-        return SinkhornResult(f, g, n_iters, converged, errors, problem, mode, op.n_builds, error, plan,
-                              problem.dtype, [problem.eps], "anderson" if self.accelerates else "none", rejected)
+        return SinkhornResult(
+            f, g, n_iters, converged, errors, mode=mode, n_rebuilds=op.n_builds, final_error=error, kept_plan=plan,
+            dtype=problem.dtype, stages=[problem.eps], acceleration="anderson" if self.accelerates else "none",
+            rejected=rejected,
+        )._hold(problem, self.keep_scores)
 
     def _kernel_buffer(self, problem: AssignmentProblem) -> torch.Tensor:
         shape = (problem.n_local, problem.n_cols)
@@ -373,20 +410,23 @@ def sinkhorn(
     a: torch.Tensor | None = None,
     b: torch.Tensor | None = None,
     b_penalty: float | None = None,
-    tol: float | None = 1e-3,
-    max_iter: int = 1000,
     init_g: torch.Tensor | None = None,
     group: dist.ProcessGroup | Communicator | None = None,
     dtype: DtypeArg = "auto",
+    solver: SinkhornSolver | None = None,
+    tol: float | None = 1e-3,
+    max_iter: int = 1000,
+    check_every: int | None = None,
     mode: Mode = "auto",
     chunk_size: int | None = None,
-    check_every: int | None = None,
+    max_kernel_bytes: int = 2 * 1024**3,
+    log_scaling_bound: float = 20.0,
     eps_scaling: EpsScaling = "auto",
     acceleration: Acceleration = "auto",
     memory: int = 5,
-    max_kernel_bytes: int = 2 * 1024**3,
-    log_scaling_bound: float = 20.0,
+    mixing: float = 1.3,
     return_plan: bool = False,
+    keep_scores: bool = True,
 ) -> SinkhornResult:
     """Solve ``max_P <P, S> + ε H(P)`` with row marginal ``a`` and column marginal ``b`` (hard, or
     penalised by ``ρ KL(P^T 1 ‖ b)`` with ``b_penalty = ρ``).
@@ -398,24 +438,39 @@ def sinkhorn(
         a: (n_local,) row masses, default uniform over all rows of all ranks.
         b: (K,) column masses, default uniform; both are normalised to sum to 1.
         b_penalty: ρ > 0 relaxes the columns (rows stay exact); ``None`` = hard ``P^T 1 = b``.
-        tol: stop at an error ``<= tol``; ``None`` = exactly ``max_iter`` iterations.
-        max_iter: most iterations (row passes) per stage.
         init_g: (K,) warm start, e.g. the previous round's ``result.g``.
-        group: process group the rows are sharded over; ``None`` = this process alone.
+        group: process group the rows are sharded over; ``None`` (default) = this process alone. A
+            function call is not a training component: it never joins a collective unless asked
+            (the methods' ``group="auto"`` does, inside a distributed Trainer).
         dtype: compute dtype: "auto" (default), float32 or float64, whatever the input dtype.
-        mode, chunk_size, check_every, eps_scaling, acceleration, memory, max_kernel_bytes,
-            log_scaling_bound, return_plan: see :class:`SinkhornSolver`.
+        solver: a configured :class:`SinkhornSolver`; when given, the solver options below must be
+            left at their defaults.
+        tol, max_iter, check_every, mode, chunk_size, max_kernel_bytes, log_scaling_bound, eps_scaling,
+            acceleration, memory, mixing, return_plan: every option of :class:`SinkhornSolver`, same
+            names and defaults (``reuse_kernel`` only serves a solver kept between calls).
+        keep_scores: the result holds the scores (default True here, so ``sinkhorn(S, eps).plan()``
+            works on a temporary; a :class:`SinkhornSolver` defaults to False).
 
     Returns:
         A :class:`SinkhornResult`.
     """
     problem = AssignmentProblem.build(scores, eps, a=a, b=b, b_penalty=b_penalty, group=group, dtype=dtype)
-    solver = SinkhornSolver(
+    options = dict(
         tol=tol, max_iter=max_iter, check_every=check_every, mode=mode, chunk_size=chunk_size,
-        eps_scaling=eps_scaling, acceleration=acceleration, memory=memory, max_kernel_bytes=max_kernel_bytes,
-        log_scaling_bound=log_scaling_bound, return_plan=return_plan,
+        max_kernel_bytes=max_kernel_bytes, log_scaling_bound=log_scaling_bound, eps_scaling=eps_scaling,
+        acceleration=acceleration, memory=memory, mixing=mixing, return_plan=return_plan,
     )
+    if solver is None:
+        solver = SinkhornSolver(**options, keep_scores=keep_scores)
+    else:
+        changed = sorted(name for name, value in options.items() if value != _SOLVER_DEFAULTS[name])
+        if changed:
+            raise ValueError(f"sinkhorn(): pass solver options either in solver= or as arguments, not both (got {changed})")
+        solver = replace(solver, keep_scores=keep_scores)
     return solver(problem, init_g=init_g)
+
+
+_SOLVER_DEFAULTS = {f.name: f.default for f in fields(SinkhornSolver) if f.init}
 
 
 # ----------------------------------------------------------------------------- helpers

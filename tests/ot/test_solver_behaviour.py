@@ -83,3 +83,55 @@ def test_result_is_invariant_to_score_shift_per_row():
     r1 = sinkhorn(scores, 0.1, tol=1e-9, max_iter=10_000, dtype=torch.float64)
     r2 = sinkhorn(shifted, 0.1, tol=1e-9, max_iter=10_000, dtype=torch.float64)
     np.testing.assert_allclose(r1.plan().numpy(), r2.plan().numpy(), rtol=1e-6, atol=1e-14)
+
+
+def test_solver_result_does_not_pin_the_scores_unless_asked():
+    import gc
+    import weakref
+
+    scores, a, b = random_problem(11, 300, 12, dtype=torch.float32)
+    result = SinkhornSolver()(AssignmentProblem.build(scores, 0.2, a=a, b=b))
+    labels_while_alive = result.assignments()  # works while the caller holds the scores
+    expected = sinkhorn(scores, 0.2, a=a, b=b).assignments()
+    assert torch.equal(labels_while_alive, expected)
+    alive = weakref.ref(scores)
+    del scores
+    gc.collect()
+    assert alive() is None, "a solver's result kept the (n, K) scores alive"
+    with pytest.raises(RuntimeError, match="released"):
+        result.plan()
+    assert result.g.shape == (12,) and result.f.shape == (300,)  # the potentials stay usable
+
+    kept_scores, _, _ = random_problem(12, 300, 12, dtype=torch.float32)
+    kept = SinkhornSolver(keep_scores=True)(AssignmentProblem.build(kept_scores, 0.2))
+    alive = weakref.ref(kept_scores)
+    del kept_scores
+    gc.collect()
+    assert alive() is not None
+    assert kept.plan().sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_functional_sinkhorn_keeps_a_temporary_and_exposes_every_solver_option():
+    import dataclasses
+    import inspect
+
+    scores, _, _ = random_problem(13, 50, 5, dtype=torch.float32)
+    plan = sinkhorn(torch.log_softmax(scores, 1), 0.1).plan()  # a temporary argument
+    assert plan.shape == (50, 5)
+    params = inspect.signature(sinkhorn).parameters
+    for f in dataclasses.fields(SinkhornSolver):
+        if not f.init or f.name in ("reuse_kernel", "keep_scores"):
+            continue
+        assert f.name in params, f"sinkhorn() lacks the solver option {f.name}"
+        assert params[f.name].default == f.default, (f.name, params[f.name].default, f.default)
+
+
+def test_functional_sinkhorn_takes_a_configured_solver():
+    scores, a, b = random_problem(14, 200, 9)
+    solver = SinkhornSolver(tol=1e-9, max_iter=5000, mode="log", chunk_size=33)
+    via_solver = sinkhorn(scores, 0.1, a=a, b=b, dtype=torch.float64, solver=solver)
+    via_options = sinkhorn(scores, 0.1, a=a, b=b, dtype=torch.float64, tol=1e-9, max_iter=5000, mode="log", chunk_size=33)
+    assert via_solver.mode == "log" and via_solver.converged
+    assert torch.equal(via_solver.g, via_options.g)
+    with pytest.raises(ValueError, match="not both"):
+        sinkhorn(scores, 0.1, solver=solver, tol=1e-4)
