@@ -33,7 +33,7 @@ from otlearn.data import DigitsDataModule
 from otlearn.eval import (ClusteringEvalCallback, KNNEvalCallback, clustering_metrics, evaluate_representation,
                           extract, knn_accuracy, linear_probe)
 from otlearn.eval import plots
-from otlearn.ot import SinkhornConvergenceWarning
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
 from otlearn.sela import LabelSchedule, SelfLabelCallback, SelfLabeling
 
 ARMS = ("sela", "sela_relaxed", "kmeans_pixels", "kmeans_random_net", "pixels")
@@ -56,7 +56,7 @@ def build_parser() -> ArgumentParser:
                         help="also run the arm sela_relaxed: the same SeLa with sela.b_penalty = this ρ")
     parser.add_class_arguments(SelfLabeling, "model")
     parser.add_class_arguments(DigitsDataModule, "data", skip={"seed"})
-    parser.add_class_arguments(SelfLabelCallback, "sela", skip={"label_dataset", "label_dataloader", "seed", "solver_dtype"})
+    parser.add_class_arguments(SelfLabelCallback, "sela", skip={"label_dataset", "label_dataloader", "seed", "solver_dtype", "group", "index_key"})
     return parser
 
 
@@ -100,6 +100,7 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
 
     sela_kwargs = cfg.sela.as_dict()
     sela_kwargs["schedule"] = LabelSchedule(**(sela_kwargs.get("schedule") or {}))
+    sela_kwargs["solver"] = SinkhornSolver(**(sela_kwargs.get("solver") or {}))
     if b_penalty is not None:
         sela_kwargs.update(b_penalty=b_penalty, rounding="argmax")
     sela_cb = SelfLabelCallback(**sela_kwargs, seed=seed)

@@ -1,7 +1,7 @@
 """otlearn.eval: evaluation of learned representations (kNN, linear probe, clustering metrics)."""
 from otlearn.eval.callbacks import ClusteringEvalCallback, KNNEvalCallback
 from otlearn.eval.clustering import ari, cluster_accuracy, clustering_metrics, nmi
-from otlearn.eval.features import extract
+from otlearn.eval.features import EmbeddingModel, collect, extract
 from otlearn.eval.knn import knn_accuracy, knn_predict
 from otlearn.eval.panoptic import PanopticQuality, bootstrap_pq, mean_iou, panoptic_quality
 from otlearn.eval.linear import LinearProbeResult, linear_probe
@@ -9,5 +9,5 @@ from otlearn.eval.representation import evaluate_representation
 
 __all__ = [
     "ClusteringEvalCallback", "PanopticQuality", "bootstrap_pq", "mean_iou", "panoptic_quality", "KNNEvalCallback", "LinearProbeResult", "ari", "cluster_accuracy",
-    "clustering_metrics", "evaluate_representation", "extract", "knn_accuracy", "knn_predict", "linear_probe", "nmi",
+    "EmbeddingModel", "clustering_metrics", "collect", "evaluate_representation", "extract", "knn_accuracy", "knn_predict", "linear_probe", "nmi",
 ]

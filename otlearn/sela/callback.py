@@ -1,12 +1,15 @@
 """SelfLabelCallback: SeLa's label step for any LightningModule, rows sharded over processes.
 
-Protocol the LightningModule implements (``SelfLabeling`` does; yours can too):
+Protocol the LightningModule implements (:class:`SelfLabelModel`; ``SelfLabeling`` does, yours can too):
 
 * ``sela_num_clusters: list[int]`` — K of each of the T heads;
-* ``sela_logits(batch: dict) -> Sequence[Tensor]`` — T tensors (B, K_t) of head logits for a
-  batch (called under ``torch.no_grad()`` with the module in eval mode);
-* batches are dicts with an ``"index"`` entry (B,) of dataset indices and an ``"image"`` entry;
-  before each training step the callback adds ``batch["pseudo_labels"]``: (T, B) int64 labels.
+* ``sela_logits(batch) -> Sequence[Tensor]`` — T tensors (B, K_t) of head logits for a batch
+  (called under ``torch.no_grad()`` with the module in eval mode);
+* batches carry the (B,) dataset indices of their samples: ``batch["index"]`` for dict batches, or
+  any entry named by ``index_key`` (a key, or a position for tuple/list batches such as
+  solo-learn's ``(index, views, target)``: ``index_key=0``). Before each training step the callback
+  adds ``batch["pseudo_labels"]`` ((T, B) int64) to dict batches; for any batch format,
+  :meth:`SelfLabelCallback.labels_for` returns them.
 
 Each label round (at the epochs of a :class:`LabelSchedule`):
 
@@ -25,19 +28,36 @@ The bank, the schedule position, each head's ``g`` and the random state are in e
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from pytorch_lightning.utilities import rank_zero_info
 
-from otlearn.comm import Communicator, default_group
+from otlearn.comm import Communicator, resolve
 from otlearn.data.indexed import ShardSampler
+from otlearn.eval.features import batch_entry, collect
 from otlearn.ot import SinkhornSolver
 from otlearn.sela.labeling import assign_labels
 from otlearn.sela.schedule import LabelSchedule
+
+
+@runtime_checkable
+class SelfLabelModel(Protocol):
+    """What :class:`SelfLabelCallback` needs of a LightningModule."""
+
+    @property
+    def sela_num_clusters(self) -> Sequence[int]:
+        """K of each of the T heads."""
+        ...
+
+    def sela_logits(self, batch: Any) -> Sequence[torch.Tensor]:
+        """T tensors (B, K_t) of head logits for ``batch``."""
+        ...
 
 
 def label_checksum(labels: torch.Tensor) -> str:
@@ -53,7 +73,8 @@ class SelfLabelCallback(pl.Callback):
     Args:
         lam: λ of SeLa (``ε = 1/λ`` on log-probabilities): 10 on CIFAR, 25 on ImageNet.
         schedule: when rounds run (default: every epoch).
-        tol, max_iter: solver stopping rule (max relative column-marginal error).
+        solver: the configured :class:`~otlearn.ot.SinkhornSolver` (default ``SinkhornSolver()``: the
+            solver's own defaults, tol 1e-3 on the relative cluster-size error, max_iter 1000).
         rounding: ``"auto"`` (default: ``"balanced"`` with hard cluster marginals, ``"argmax"`` with
             ``b_penalty``), ``"balanced"`` (exactly the counts ``round(N b_k)``, the constraint SeLa's objective
             states) or ``"argmax"`` (SeLa's code: ``argmax_k log p_ik + g_k``, which can be far from
@@ -81,14 +102,19 @@ class SelfLabelCallback(pl.Callback):
         batch_size, num_workers: of the label loader the callback builds.
         seed: seed of the initial random balanced labels.
         solver_dtype: "auto" (default), float32 or float64 for the solver.
+        group: the process group the samples are sharded over: ``"auto"`` (default) = the default
+            group when the trainer runs several processes, ``None`` = this process alone, or a subgroup.
+        index_key: where a batch holds its (B,) dataset indices: a dict key (default ``"index"``) or a
+            position in tuple/list batches (solo-learn's ``(index, views, target)``: 0).
+        progress: show the label pass and the solves as a progress bar on rank 0 (when the trainer
+            shows one). Each round's duration is logged as ``sela/round_seconds``.
     """
 
     def __init__(
         self,
         lam: float = 10.0,
         schedule: LabelSchedule | None = None,
-        tol: float = 1e-3,
-        max_iter: int = 1000,
+        solver: SinkhornSolver | None = None,
         rounding: Literal["auto", "argmax", "balanced"] = "auto",
         b_penalty: float | None = None,
         relax_after: int = 0,
@@ -100,6 +126,9 @@ class SelfLabelCallback(pl.Callback):
         seed: int = 0,
         solver_dtype: torch.dtype | str = "auto",
         label_views: int = 1,
+        group: dist.ProcessGroup | Literal["auto"] | None = "auto",
+        index_key: str | int = "index",
+        progress: bool = True,
     ) -> None:
         if not lam > 0:
             raise ValueError(f"lam (λ = 1/ε) must be > 0, got {lam!r}")
@@ -122,7 +151,7 @@ class SelfLabelCallback(pl.Callback):
         rounding = ("argmax" if b_penalty is not None else "balanced") if rounding == "auto" else rounding
         self.lam = float(lam)
         self.schedule = schedule or LabelSchedule()
-        self.solver = SinkhornSolver(tol=tol, max_iter=max_iter)
+        self.solver = solver if solver is not None else SinkhornSolver()
         self.rounding = rounding
         self.label_dataset = label_dataset
         self.label_dataloader = label_dataloader
@@ -131,31 +160,33 @@ class SelfLabelCallback(pl.Callback):
         self.seed = seed
         self.solver_dtype = solver_dtype
         self.label_views = label_views
+        self.group = group
+        self.index_key = index_key
+        self.progress = progress
         # state saved in checkpoints
         self.labels: torch.Tensor | None = None  # (T, N) int64
         self._device_labels: tuple[torch.Tensor, torch.Tensor] | None = None  # (labels it copies, copy)
         self.potentials: list[torch.Tensor | None] = []
-        self.rounds_done: list[int] = []
-        self.history: list[dict[str, Any]] = []
-        self.generator_state: torch.Tensor | None = None
+        self.history: list[dict[str, Any]] = []  # one entry per label round, with its "epoch"
+
+    @property
+    def rounds_done(self) -> list[int]:
+        """Epochs whose label round has run (from ``history``)."""
+        return [int(h["epoch"]) for h in self.history]
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
             "labels": self.labels,
             "potentials": [None if g is None else g.cpu() for g in self.potentials],
-            "rounds_done": list(self.rounds_done),
             "history": list(self.history),
-            "generator_state": self.generator_state,
             "lam": self.lam,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.labels = state_dict["labels"]
         self.potentials = list(state_dict["potentials"])
-        self.rounds_done = list(state_dict["rounds_done"])
         self.history = list(state_dict["history"])
-        self.generator_state = state_dict["generator_state"]
         if self.labels is not None:
             rank_zero_info(
                 f"SelfLabelCallback: restored label bank {tuple(self.labels.shape)} "
@@ -163,9 +194,21 @@ class SelfLabelCallback(pl.Callback):
             )
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _comm(trainer: pl.Trainer) -> Communicator:
-        return Communicator(default_group() if trainer.world_size > 1 else None)
+    def _comm(self, trainer: pl.Trainer) -> Communicator:
+        if self.group == "auto":
+            return resolve("auto") if trainer.world_size > 1 else Communicator()
+        return resolve(self.group)
+
+    def batch_indices(self, batch: Any) -> torch.Tensor:
+        """The (B,) dataset indices of ``batch`` (its ``index_key`` entry; SelfLabelCallback(index_key=) names it)."""
+        return batch_entry(batch, self.index_key, "dataset indices (index_key)")
+
+    def labels_for(self, batch: Any) -> torch.Tensor:
+        """(T, B) int64 current labels of ``batch``'s samples, on the indices' device (any batch format)."""
+        if self.labels is None:
+            raise RuntimeError("SelfLabelCallback has no labels yet: it makes them when fitting starts")
+        index = self.batch_indices(batch)
+        return self._labels_on(index.device)[:, index]
 
     def _dataset(self, trainer: pl.Trainer) -> Dataset:
         if self.label_dataset is not None:
@@ -209,7 +252,7 @@ class SelfLabelCallback(pl.Callback):
 
     @staticmethod
     def _check_module(pl_module: pl.LightningModule) -> list[int]:
-        if not hasattr(pl_module, "sela_logits") or not hasattr(pl_module, "sela_num_clusters"):
+        if not isinstance(pl_module, SelfLabelModel):
             raise TypeError(
                 f"{type(pl_module).__name__} does not implement the self-labelling protocol: it needs "
                 "`sela_num_clusters: list[int]` and `sela_logits(batch) -> Sequence[Tensor (B, K)]`"
@@ -219,9 +262,7 @@ class SelfLabelCallback(pl.Callback):
     def _initial_labels(self, n: int, ks: list[int]) -> torch.Tensor:
         """Random balanced labels per head: a seeded permutation of ``arange(N) % K``."""
         gen = torch.Generator().manual_seed(self.seed)
-        labels = torch.stack([torch.randperm(n, generator=gen) % k for k in ks])
-        self.generator_state = gen.get_state()
-        return labels
+        return torch.stack([torch.randperm(n, generator=gen) % k for k in ks])
 
     def _labels_on(self, device: torch.device) -> torch.Tensor:
         """The label bank on ``device``, copied once per label round (not per step): indexing it
@@ -250,77 +291,93 @@ class SelfLabelCallback(pl.Callback):
         if epoch in self.rounds_done or epoch not in self.schedule.label_epochs(trainer.max_epochs or 10**9):
             return
         stats = self.label_round(trainer, pl_module)
-        self.rounds_done.append(epoch)
         stats["epoch"] = epoch
         self.history.append(stats)
         head0 = {k: float(v) for k, v in stats["heads"][0].items() if k not in ("sizes", "rows")}
         changed = head0.pop("changed")
         pl_module.log_dict({f"sela/{k}": v for k, v in head0.items()}, prog_bar=False, sync_dist=True)
         pl_module.log("sela/changed", changed, prog_bar=True, sync_dist=True)
+        pl_module.log("sela/round_seconds", float(stats["seconds"]), sync_dist=True)
+        rank_zero_info(f"SelfLabelCallback: label round at epoch {epoch} took {stats['seconds']:.1f} s "
+                       f"(head 0: {stats['heads'][0]['iterations']} solver iterations, {changed:.1%} labels changed)")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not isinstance(batch, dict) or "index" not in batch:
-            raise TypeError("SelfLabelCallback needs dict batches with an 'index' entry of dataset indices")
+        index = self.batch_indices(batch)
         # Lightning skips on_train_epoch_start of the epoch after a checkpoint saved at the last batch
         # end of an epoch (e.g. ModelCheckpoint(every_n_train_steps=...)); a scheduled round missing
         # here is run now, at a point every rank reaches in the same order.
         self.on_train_epoch_start(trainer, pl_module)
-        index = batch["index"]
-        batch["pseudo_labels"] = self._labels_on(index.device)[:, index]
+        if isinstance(batch, dict):
+            batch["pseudo_labels"] = self._labels_on(index.device)[:, index]
 
     # ------------------------------------------------------------------ the round
+    def _progress_bar(self, trainer: pl.Trainer, total: int) -> tqdm:
+        """A bar on rank 0 when the trainer shows progress (a disabled bar elsewhere)."""
+        shown = self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
+        return tqdm(total=total, desc=f"label round (epoch {trainer.current_epoch})", unit="batch",
+                    leave=False, dynamic_ncols=True, disable=not shown)
+
     @torch.no_grad()
     def label_round(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """One label round; returns its diagnostics (per head: iterations, error, sizes, changes)."""
         t0 = time.perf_counter()
         ks = self._check_module(pl_module)
         comm = self._comm(trainer)
-        indices, banks = self._fill_bank(trainer, pl_module, len(ks))
-        relaxed = self.b_penalty is not None and trainer.current_epoch >= self.relax_after
-        bank, heads, self.potentials = assign_labels(
-            indices, banks, self.labels, self.potentials, self.lam, self.solver, comm,
-            rounding=self.rounding if relaxed or self.b_penalty is None else self.hard_rounding,
-            dtype=self.solver_dtype, b_penalty=self.b_penalty if relaxed else None,
-            priors=None if self.cluster_prior is None else [torch.tensor(self.cluster_prior)] * len(ks),
-        )
+        loaders = self._label_loaders(trainer)
+        try:
+            total = sum(len(loader) for loader in loaders) + len(ks)
+        except TypeError:  # an iterable-style loader without a length
+            total = None
+        with self._progress_bar(trainer, total) as bar:
+            indices, banks = self._fill_bank(trainer, pl_module, len(ks), loaders, bar)
+            bar.set_postfix_str("solving")
+            relaxed = self.b_penalty is not None and trainer.current_epoch >= self.relax_after
+            bank, heads, self.potentials = assign_labels(
+                indices, banks, self.labels, self.potentials, self.lam, self.solver, comm,
+                rounding=self.rounding if relaxed or self.b_penalty is None else self.hard_rounding,
+                dtype=self.solver_dtype, b_penalty=self.b_penalty if relaxed else None,
+                priors=None if self.cluster_prior is None else [torch.tensor(self.cluster_prior)] * len(ks),
+                on_head=lambda head: bar.update(1),
+            )
         self.labels = bank
         rows_per_rank = comm.gather_sizes(heads[0]["rows"])
         return {"heads": heads, "seconds": time.perf_counter() - t0, "world_size": comm.world_size,
                 "rows_per_rank": rows_per_rank}
 
-    def _label_pass(self, loader: DataLoader, pl_module: pl.LightningModule, n_heads: int, probabilities: bool):
-        """One no-grad pass: dataset indices (n,) and per head (n, K_t) logits (or softmax probabilities);
-        ``None`` when this rank's loader is empty."""
-        indices, banks = [], [[] for _ in range(n_heads)]
-        for batch in loader:
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+    def _label_pass(self, loader: DataLoader, pl_module: pl.LightningModule, n_heads: int, probabilities: bool,
+                    bar: tqdm):
+        """One no-grad pass: dataset indices (n,) and per head (n, K_t) logits (or softmax probabilities)
+        on the module's device; ``None`` when this rank's loader is empty."""
+
+        def head_outputs(batch: Any) -> list[torch.Tensor]:
             logits = pl_module.sela_logits(batch)
             if len(logits) != n_heads:
                 raise ValueError(f"sela_logits returned {len(logits)} heads, sela_num_clusters lists {n_heads}")
-            indices.append(batch["index"].cpu())
-            for h, lg in enumerate(logits):
-                lg = lg.detach().float()
-                banks[h].append(lg.softmax(1) if probabilities else lg)
-        if not indices:
-            return None
-        return torch.cat(indices), [torch.cat(b) for b in banks]
+            return [lg.float().softmax(1) if probabilities else lg for lg in logits]
 
-    def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int):
-        """This rank's dataset indices (n,) and per head (n, K_t) scores: logits (one view) or the log of
-        the softmax averaged over ``label_views`` augmented views."""
-        was_training = pl_module.training
-        pl_module.eval()
+        collected = collect(pl_module, loader, head_outputs, {"index": self.index_key}, device=pl_module.device,
+                            to_cpu=False, on_batch=lambda: bar.update(1))
+        return None if collected is None else (collected[0]["index"], collected[1])
+
+    def _label_loaders(self, trainer: pl.Trainer) -> list[DataLoader]:
+        """The label pass's loader of each view (one un-augmented loader when ``label_views == 1``)."""
         views = self.label_views
-        try:
-            first = self._label_pass(self._loader(trainer, None if views == 1 else 0), pl_module, n_heads, views > 1)
-            for view in range(1, views if first is not None else 0):
-                indices, probs = self._label_pass(self._loader(trainer, view), pl_module, n_heads, True)
-                if not torch.equal(indices, first[0]):
-                    raise ValueError("label_views: every view's label pass must visit the same indices in the same order")
-                for total, p in zip(first[1], probs):
-                    total.add_(p)
-        finally:
-            pl_module.train(was_training)
+        return [self._loader(trainer, None if views == 1 else v) for v in range(views)]
+
+    def _fill_bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, n_heads: int,
+                   loaders: list[DataLoader] | None = None, bar: tqdm | None = None):
+        """This rank's dataset indices (n,) and per head (n, K_t) scores: logits (one view) or the log of
+        the softmax averaged over the views (one loader per view, default :meth:`_label_loaders`)."""
+        loaders = self._label_loaders(trainer) if loaders is None else loaders
+        bar = tqdm(disable=True) if bar is None else bar
+        views = len(loaders)
+        first = self._label_pass(loaders[0], pl_module, n_heads, views > 1, bar)
+        for loader in loaders[1:] if first is not None else []:
+            indices, probs = self._label_pass(loader, pl_module, n_heads, True, bar)
+            if not torch.equal(indices, first[0]):
+                raise ValueError("label_views: every view's label pass must visit the same indices in the same order")
+            for total, p in zip(first[1], probs):
+                total.add_(p)
         if first is None:
             return torch.zeros(0, dtype=torch.long), [torch.zeros(0, int(k), device=pl_module.device)
                                                        for k in pl_module.sela_num_clusters]

@@ -4,7 +4,7 @@ Separate from the callback so that it can be tested (and used) without a Trainer
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,11 @@ def assign_labels(
     lam: float,
     solver: SinkhornSolver,
     comm: Communicator | dist.ProcessGroup | None,
-    rounding: str = "argmax",
+    rounding: str = "balanced",
     dtype: torch.dtype | str = "auto",
     b_penalty: float | None = None,
     priors: Sequence[torch.Tensor | None] | None = None,
+    on_head: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]], list[torch.Tensor]]:
     """SeLa's label step over all N samples, rows sharded over the ranks of ``comm``.
 
@@ -40,18 +41,21 @@ def assign_labels(
         lam: λ; the solver runs on ``log_softmax(logits)`` with ε = 1/λ, uniform marginals.
         solver: the configured :class:`SinkhornSolver`.
         comm: the :class:`~otlearn.comm.Communicator` of the ranks (a process group, or ``None`` = one process).
-        rounding: ``"argmax"`` (``argmax_k log p_ik + g_k``, SeLa) or ``"balanced"`` (exact counts;
-            hard marginals only).
+        rounding: ``"balanced"`` (default, as :class:`SelfLabelCallback`: exact counts; hard marginals
+            only) or ``"argmax"`` (``argmax_k log p_ik + g_k``, SeLa's code; the one with ``b_penalty``).
         dtype: the solver's compute dtype ("auto", float32 or float64).
         b_penalty: ρ of the relaxed cluster marginal ``ρ KL(P^T 1 ‖ b)`` (``None``: equal-sized clusters,
             or ``b`` exactly when a prior is given).
         priors: per head, the cluster masses ``b`` (K_t,) (``None``: uniform).
+        on_head: called with the head's index after each head's solve (progress reporting).
 
     Returns:
         ``(labels (T, N), per-head diagnostics, new potentials)``. Only K-vectors (solver) and
         integers (labels, indices) cross process boundaries.
     """
     comm = resolve(comm)
+    if rounding not in ("balanced", "argmax"):
+        raise ValueError(f"rounding must be 'balanced' or 'argmax', got {rounding!r}")
     if rounding == "balanced" and b_penalty is not None:
         raise ValueError("balanced rounding needs hard cluster marginals; with b_penalty use rounding='argmax'")
     priors = list(priors) if priors is not None else [None] * len(banks)
@@ -70,6 +74,8 @@ def assign_labels(
         new_labels.append(local.cpu())
         heads.append({"iterations": result.n_iters, "error": result.error, "converged": result.converged,
                       "rows": problem.n_local})
+        if on_head is not None:
+            on_head(h)
     bank = gather_labels(kept_indices, torch.stack(new_labels), previous.shape[1], comm)
     missing = bank[0] < 0
     bank[:, missing] = previous[:, missing]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule
 from otlearn.eval import clustering_metrics, extract
-from otlearn.ot import SinkhornConvergenceWarning
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
 from otlearn.sela import LabelSchedule, SelfLabelCallback, SelfLabeling
 
 TINY = dict(backbone="small_cnn", num_clusters=10, num_heads=2, lr=0.05, backbone_kwargs={"width": 8})
@@ -39,7 +39,7 @@ def _fit(tmp_path, max_epochs, ckpt_path=None, save=True, stop_after=None):
     pl.seed_everything(0)
     model = SelfLabeling(**TINY)
     dm = DigitsDataModule(batch_size=256, seed=0)
-    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), tol=1e-2, seed=0)
+    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), solver=SinkhornSolver(tol=1e-2), seed=0)
     callbacks = [sela] + ([Preempt(stop_after)] if stop_after is not None else [])
     if save:
         callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0))
@@ -55,7 +55,7 @@ def test_resumed_run_ends_with_the_same_labels(tmp_path):
     ckpt = torch.load(tmp_path / "part" / "last.ckpt", weights_only=False)
     state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("SelfLabelCallback"))
     assert torch.equal(state["labels"], first.labels)  # the bank is in the checkpoint
-    assert state["rounds_done"] == [0, 1] and len(state["potentials"]) == 2
+    assert [h["epoch"] for h in state["history"]] == [0, 1] and len(state["potentials"]) == 2
     resumed_model, resumed = _fit(tmp_path / "part", 4, ckpt_path=str(tmp_path / "part" / "last.ckpt"))
     assert resumed.rounds_done == [0, 1, 2, 3]
     assert torch.equal(resumed.labels, full.labels)
@@ -90,7 +90,7 @@ def test_two_process_ddp_fit_raises_nmi(tmp_path):
     test_loader = DataLoader(DigitsDataModule().test_dataset(), batch_size=512)
     start_nmi = _nmi(model, test_loader)
     ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
-    sela = SelfLabelCallback(lam=10.0, tol=1e-2, seed=0)
+    sela = SelfLabelCallback(lam=10.0, solver=SinkhornSolver(tol=1e-2), seed=0)
     trainer = pl.Trainer(
         max_epochs=6, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[sela, ckpt_cb], logger=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -104,7 +104,7 @@ def test_two_process_ddp_fit_raises_nmi(tmp_path):
     end_nmi = _nmi(trained, test_loader)
     assert end_nmi > start_nmi + 0.1, (start_nmi, end_nmi)
     state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("SelfLabelCallback"))
-    assert state["rounds_done"] == list(range(6))
+    assert [h["epoch"] for h in state["history"]] == list(range(6))
     assert state["labels"].shape == (2, 1257) and (state["labels"] >= 0).all()
 
 
@@ -134,7 +134,7 @@ def test_resume_from_a_last_batch_checkpoint_still_labels_the_next_epoch(tmp_pat
     """Lightning skips on_train_epoch_start after a checkpoint taken at an epoch's last batch end;
     the scheduled round then runs at the first batch start instead."""
     pl.seed_everything(0)
-    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), tol=1e-2, seed=0)
+    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), solver=SinkhornSolver(tol=1e-2), seed=0)
     steps = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1, filename="{step}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -178,3 +178,64 @@ def test_label_views_average_the_softmax_over_augmented_views(tmp_path):
         SelfLabelCallback(label_views=0)
     with pytest.raises(ValueError, match="augmented views"):
         SelfLabelCallback(label_views=2, label_dataset=dm.label_dataset())._fill_bank(trainer, model, 2)
+
+
+class TupleDigits(torch.utils.data.Dataset):
+    """solo-learn's batch format: ``(index, image, target)`` tuples."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        return item["index"], item["image"], item["target"]
+
+
+class TupleModule(pl.LightningModule):
+    """A user's module with tuple batches: it asks the callback for the labels of its batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+        self.sela_num_clusters = [10]
+
+    def sela_logits(self, batch):
+        return [self.net(batch[1])]
+
+    def training_step(self, batch, batch_idx):
+        sela = next(cb for cb in self.trainer.callbacks if isinstance(cb, SelfLabelCallback))
+        labels = sela.labels_for(batch)
+        assert labels.shape == (1, batch[0].shape[0])
+        return torch.nn.functional.cross_entropy(self.sela_logits(batch)[0], labels[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_tuple_batches_with_a_named_index_position_and_round_progress(tmp_path, capsys):
+    from otlearn.sela import SelfLabelModel
+
+    dm = DigitsDataModule(seed=0)
+    dm.setup("fit")
+    data = TupleDigits(dm.label_dataset())
+    module = TupleModule()
+    assert isinstance(module, SelfLabelModel) and isinstance(SelfLabeling(**TINY), SelfLabelModel)
+    sela = SelfLabelCallback(lam=10.0, index_key=0, solver=SinkhornSolver(tol=1e-2), seed=0)
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, callbacks=[sela], logger=False,
+                         default_root_dir=tmp_path, enable_model_summary=False, enable_progress_bar=True,
+                         enable_checkpointing=False)
+    trainer.fit(module, DataLoader(data, batch_size=128, shuffle=True), )
+    assert sela.rounds_done == [0, 1]
+    counts = torch.bincount(sela.labels[0], minlength=10)
+    assert counts.max() - counts.min() <= 1  # balanced labels of the tuple dataset's samples
+    assert sela.history[1]["heads"][0]["changed"] > 0  # the second round relabelled from the trained network
+    assert "sela/round_seconds" in trainer.callback_metrics and float(trainer.callback_metrics["sela/round_seconds"]) > 0
+    assert "label round (epoch 1)" in capsys.readouterr().err  # rank 0's progress bar
+    with pytest.raises(TypeError, match="index_key"):
+        SelfLabelCallback(index_key="idx").batch_indices({"index": torch.arange(3)})
+    with pytest.raises(TypeError, match="integer tensor"):
+        SelfLabelCallback(index_key=1).batch_indices((torch.arange(3), torch.zeros(3, 2)))

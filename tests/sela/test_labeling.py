@@ -55,14 +55,15 @@ def test_argmax_labels_nearly_balanced_and_warm_start(acceleration):
     logits = _logits(0, n, ks)
     previous = torch.zeros(1, n, dtype=torch.long)
     solver = SinkhornSolver(tol=1e-4, max_iter=5000, acceleration=acceleration)
-    bank, heads, pots = assign_labels(torch.arange(n), [logits[0].clone()], previous, [None], 10.0, solver, None)
+    bank, heads, pots = assign_labels(torch.arange(n), [logits[0].clone()], previous, [None], 10.0, solver, None,
+                                      rounding="argmax")
     counts = np.bincount(bank[0].numpy(), minlength=10)
     assert counts.min() >= 50 and counts.max() <= 70  # equal-size clusters up to argmax rounding
     assert heads[0]["changed"] == pytest.approx(float((bank[0] != 0).float().mean()))
     # a second round from slightly changed logits, warm-started, needs far fewer iterations
     moved = logits[0] + 1e-3 * torch.randn(n, 10, generator=torch.Generator().manual_seed(5))
-    _, cold, _ = assign_labels(torch.arange(n), [moved.clone()], bank, [None], 10.0, solver, None)
-    _, warm, _ = assign_labels(torch.arange(n), [moved.clone()], bank, pots, 10.0, solver, None)
+    _, cold, _ = assign_labels(torch.arange(n), [moved.clone()], bank, [None], 10.0, solver, None, rounding="argmax")
+    _, warm, _ = assign_labels(torch.arange(n), [moved.clone()], bank, pots, 10.0, solver, None, rounding="argmax")
     assert warm[0]["iterations"] * 3 <= cold[0]["iterations"]
 
 

@@ -53,7 +53,7 @@ def test_two_rank_fit_completes(cluster, tmp_path):
     metrics = (workdir / "runs/sela_tiny/logs/metrics.csv").read_text()
     assert "val/nmi" in metrics and "train/loss" in metrics and "sela/changed" in metrics
     state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if k.startswith("SelfLabelCallback"))
-    assert state["rounds_done"] == [0, 1]
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
 
 
 def test_preempted_job_requeues_and_resumes_with_its_labels(cluster, tmp_path):
@@ -81,6 +81,6 @@ def test_preempted_job_requeues_and_resumes_with_its_labels(cluster, tmp_path):
     restored = re.findall(r"restored label bank \((\d+), (\d+)\) \(checksum (\w+)\), label rounds done at epochs (\[[\d, ]*\])", log)
     assert restored, "the requeued run did not restore the label bank"
     assert restored[0][2] == label_checksum(saved["labels"])  # the labels saved before the signal
-    assert restored[0][3] == str(saved["rounds_done"])  # and the schedule position
+    assert restored[0][3] == str([h["epoch"] for h in saved["history"]])  # and the schedule position
     final = next(v for k, v in torch.load(last, weights_only=False)["callbacks"].items() if k.startswith("SelfLabelCallback"))
-    assert final["rounds_done"] == list(range(epochs))  # every epoch labelled exactly once across the restart
+    assert [h["epoch"] for h in final["history"]] == list(range(epochs))  # every epoch labelled exactly once across the restart
