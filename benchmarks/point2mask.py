@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import dataclasses
 import statistics
 import sys
 import time
@@ -23,9 +24,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._harness import markdown_table, update_results  # noqa: E402
-from otlearn.data.shapes import NUM_CLASSES, THING_IDS, SyntheticPanopticShapes  # noqa: E402
+from otlearn.data.shapes import NUM_CLASSES, THING_IDS, SyntheticPanopticShapes, noisy_oracle_maps  # noqa: E402
 from otlearn.point2mask import CostWeights, PseudoMaskGenerator  # noqa: E402
-from recipes.point2mask_shapes import noisy_oracle_maps  # noqa: E402
 
 
 def problems(n_images: int, size: int = 128, k: int = 8):
@@ -121,16 +121,16 @@ def main() -> None:
         ours_it.append(iters)
         from otlearn.ot import sinkhorn
 
-        res = sinkhorn(-(dist.T / dist.max()), gen.eps, b=caps, tol=gen.tol, max_iter=gen.max_iter,
-                       dtype=torch.float64, eps_scaling=gen.eps_scaling, mode="kernel")
+        res = sinkhorn(-(dist.T / dist.max()), gen.eps, b=caps, dtype=torch.float64, solver=gen.solver)
         ours_err.append(float(((res.plan().sum(0) / target) - 1).abs().max()))
         t0 = time.perf_counter()
-        plan, niter = pot_sinkhorn_log(dist, caps, gen.eps, gen.tol)
+        plan, niter = pot_sinkhorn_log(dist, caps, gen.eps, gen.solver.tol)
         pot_t.append(time.perf_counter() - t0)
         pot_it.append(niter)
         pot_err.append(float(np.abs(plan.sum(0) / target.numpy() - 1).max()))
         agree.append(float((torch.from_numpy(plan.argmax(1)) == owner).double().mean()))
-    no_scaling = PseudoMaskGenerator(NUM_CLASSES, THING_IDS, method="ot", eps_scaling=None)
+    no_scaling = PseudoMaskGenerator(NUM_CLASSES, THING_IDS, method="ot",
+                                     solver=dataclasses.replace(gen.solver, eps_scaling=None))
     plain_t, plain_it = [], []
     for prob in probs_list:
         dist, caps = ot_costs(gen, prob)

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import markdown_table, update_results  # noqa: E402
 
-from otlearn.ot import SinkhornConvergenceWarning  # noqa: E402
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver  # noqa: E402
 from otlearn.vq import OTVectorQuantizer, VQAutoencoder, usage_stats  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def make_arm(arm: str, k: int, d: int, init: str):
         return vq, lambda x: vq(x[None])[2].sum(), lambda: vq.codebook.detach().reshape(k, d)
     recommended = arm == "otlearn_balanced_ema"
     q = OTVectorQuantizer(k, d, assignment={"nn": "nn", "optvq": "optvq", "otlearn": "ot", "otlearn_balanced_ema": "ot"}[arm],
-                          codebook_init=init_codes(init, k, d), tol=1e-2,
+                          codebook_init=init_codes(init, k, d), solver=SinkhornSolver(tol=1e-2, max_iter=200, reuse_kernel=True),
                           rounding="balanced" if recommended else "argmax",
                           codebook_update="ema" if recommended else "gradient", ema_decay=0.8,
                           b_penalty=None, dead_code_threshold=None)  # the arms as measured before #12's defaults

@@ -22,6 +22,18 @@ import sys
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+NO_RECIPES = ("recipes ship with otlearn's source checkout, not with the installed package: run `otlearn recipe` "
+              "inside a clone of otlearn, or set OTLEARN_RECIPES to its recipes/ folder")
+
+
+def recipes_dir() -> str | None:
+    """Where the recipes are: ``$OTLEARN_RECIPES``, the source checkout this package runs from
+    (editable install), or ``./recipes`` of a checkout in the current folder; ``None`` if nowhere."""
+    candidates = [os.environ.get("OTLEARN_RECIPES"), RECIPES_DIR, os.path.join(os.getcwd(), "recipes")]
+    for folder in candidates:
+        if folder and os.path.isfile(os.path.join(folder, "sela_digits.py")):
+            return folder
+    return None
 
 
 def _error(message: str) -> None:
@@ -145,15 +157,20 @@ def eval_main(argv: list[str]) -> None:
 
 
 def recipe_main(argv: list[str]) -> None:
-    available = sorted(f[:-3] for f in os.listdir(RECIPES_DIR) if f.endswith(".py") and not f.startswith("_")) \
-        if os.path.isdir(RECIPES_DIR) else []
+    folder = recipes_dir()
+    if folder is None:
+        _error(NO_RECIPES)
+    available = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: otlearn recipe NAME [recipe arguments]\n\nrecipes: " + ", ".join(available))
         return
     name = argv[0]
-    path = os.path.join(RECIPES_DIR, f"{name}.py")
+    path = os.path.join(folder, f"{name}.py")
     if not os.path.isfile(path):
-        _error(f"unknown recipe {name!r}; available: {', '.join(available) or 'none (recipes/ not found)'}")
+        _error(f"unknown recipe {name!r}; available: {', '.join(available)}")
+    checkout = os.path.dirname(os.path.abspath(folder))
+    if checkout not in sys.path:  # recipes import each other and benchmarks' helpers from the checkout
+        sys.path.insert(0, checkout)
     sys.argv = [path] + argv[1:]
     runpy.run_path(path, run_name="__main__")
 

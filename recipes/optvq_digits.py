@@ -34,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule, PatchesDataModule
-from otlearn.ot import SinkhornConvergenceWarning
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
 from otlearn.vq import OPTVQ_SETTINGS, VQAutoencoder, psnr, usage_stats
+from otlearn.vq.quantizer import default_solver
 
 ARMS = ("nn", "vqpytorch", "optvq_exact", "otlearn")
 
@@ -69,8 +70,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--latent_dim", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--temperature", type=float, default=10.0)
-    parser.add_argument("--tol", type=float, default=1e-2)
+    parser.add_argument("--eps", type=float, default=0.1, help="OT ε on normalised distances (OptVQ's inverse temperature 10)")
+    parser.add_argument("--solver", type=SinkhornSolver, default=default_solver(), help="the otlearn arm's solver")
     parser.add_argument("--rounding", type=str, default="balanced", help="otlearn arm: 'balanced' or 'argmax' codes")
     parser.add_argument("--codebook_update", type=str, default="ema", help="otlearn arm: 'ema' or 'gradient'")
     parser.add_argument("--ema_decay", type=float, default=0.8)
@@ -88,12 +89,12 @@ def build_model(cfg, arm: str, k: int) -> VQAutoencoder:
     if arm == "vqpytorch":
         return VQAutoencoder(**common, quantizer=VQPytorchAdapter(cfg.latent_dim, k))
     assignment = {"nn": "nn", "optvq_exact": "optvq", "otlearn": "ot"}[arm]
-    kwargs = {"temperature": cfg.temperature, "tol": cfg.tol, "normalize": "all"}
+    kwargs = {"eps": cfg.eps, "normalize": "all"}
     if arm != "otlearn":
         kwargs.update(OPTVQ_SETTINGS)  # the baselines as published: gradient-trained N(0, 1) codebook
     else:
         kwargs.update(rounding=cfg.rounding, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay,
-                      b_penalty=cfg.b_penalty, codebook_init=cfg.codebook_init)
+                      b_penalty=cfg.b_penalty, codebook_init=cfg.codebook_init, solver=cfg.solver)
     return VQAutoencoder(**common, assignment=assignment, quantizer_kwargs=kwargs)
 
 
@@ -165,7 +166,8 @@ def reconstructions_png(cfg, models: dict[str, VQAutoencoder], path: str) -> Non
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = build_parser().parse_args(argv)
+    parser = build_parser()
+    cfg = parser.instantiate(parser.parse_args(argv))  # the solver option becomes a SinkhornSolver
     if cfg.smoke:
         cfg.num_codes, cfg.seeds, cfg.max_epochs = [64], cfg.seeds[:1], 1
     torch.set_num_threads(cfg.threads)
@@ -248,7 +250,7 @@ def write_report(cfg, results: dict, seconds: float) -> None:
 
 def otlearn_description(cfg) -> str:
     relax = f"relaxed code marginal ρ = {cfg.b_penalty:g}" if cfg.b_penalty is not None else "hard equal code masses"
-    return (f"OT assignment (ε = 1/{cfg.temperature:g} on normalised distances, tol {cfg.tol:g}), {relax}, "
+    return (f"OT assignment (ε = {cfg.eps:g} on normalised distances, tol {cfg.solver.tol:g}), {relax}, "
             f"{cfg.rounding} codes, {cfg.codebook_init} codebook init, {cfg.codebook_update} codebook "
             f"(decay {cfg.ema_decay:g})")
 

@@ -46,9 +46,11 @@ import torch.nn.functional as F
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from otlearn.data.datamodule import ShapesDataModule
-from otlearn.data.shapes import NUM_CLASSES, THING_IDS, SyntheticPanopticShapes, collate_panoptic
+from otlearn.data.shapes import NUM_CLASSES, THING_IDS, SyntheticPanopticShapes, collate_panoptic, noisy_oracle_maps
 from otlearn.eval.panoptic import PanopticQuality, bootstrap_pq, mean_iou
+from otlearn.ot import SinkhornSolver
 from otlearn.point2mask import CostWeights, PointSupervisedSegmentation, PseudoMaskGenerator
+from otlearn.point2mask.masks import default_solver
 
 STUFF_IDS = tuple(c for c in range(NUM_CLASSES) if c not in THING_IDS)
 ARMS = ("voronoi", "geodesic", "centroid", "ot", "ot_point2mask", "ot_true_capacity", "watershed", "ot_class_cost")
@@ -64,8 +66,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--cost_semantic", type=float, default=1.0)
     parser.add_argument("--cost_boundary", type=float, default=0.1)
     parser.add_argument("--cost_feature", type=float, default=0.1)
-    parser.add_argument("--ot_eps", type=float, default=1e-3)
-    parser.add_argument("--ot_tol", type=float, default=1e-2)
+    parser.add_argument("--eps", type=float, default=1e-3, help="OT ε, relative to the cost maximum")
+    parser.add_argument("--solver", type=SinkhornSolver, default=default_solver(), help="the OT stage's solver")
     parser.add_argument("--n_boot", type=int, default=2000)
     parser.add_argument("--train_arms", type=list[str], default=["ot", "voronoi"])
     parser.add_argument("--train_size", type=int, default=96)
@@ -83,22 +85,9 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def noisy_oracle_maps(sample, index: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, H, W) class probabilities and (H, W) boundary map standing in for a network's outputs."""
-    from skimage.filters import sobel
-
-    onehot = F.one_hot(sample.semantic, NUM_CLASSES).permute(2, 0, 1).double()[None]
-    gen = torch.Generator().manual_seed(10_000 + index)
-    smooth_noise = F.avg_pool2d(torch.randn(onehot.shape, generator=gen, dtype=torch.float64), 7, 1, 3) * 2.6
-    probs = torch.softmax(3.0 * F.avg_pool2d(onehot, 3, 1, 1) + noise * smooth_noise, dim=1)[0]
-    image = sample.image.permute(1, 2, 0).numpy()
-    edge = torch.from_numpy(np.max([sobel(image[..., c]) for c in range(3)], axis=0))
-    return probs, edge / edge.max().clamp_min(1e-12)
-
-
 def generators(cfg) -> dict[str, PseudoMaskGenerator]:
     weights = CostWeights(cfg.cost_semantic, cfg.cost_boundary, cfg.cost_feature)
-    common = dict(num_classes=NUM_CLASSES, thing_classes=THING_IDS, weights=weights, eps=cfg.ot_eps, tol=cfg.ot_tol)
+    common = dict(num_classes=NUM_CLASSES, thing_classes=THING_IDS, weights=weights, eps=cfg.eps, solver=cfg.solver)
     gens = {arm: PseudoMaskGenerator(method=arm, **common) for arm in ("voronoi", "geodesic", "centroid", "ot", "watershed")}
     gens["ot_true_capacity"] = gens["ot"]
     gens["ot_class_cost"] = PseudoMaskGenerator(method="ot", ot_cost="class_weighted", **common)
@@ -159,7 +148,7 @@ def train_and_evaluate(cfg, arm: str, seed: int):
     model = PointSupervisedSegmentation(num_classes=NUM_CLASSES, thing_classes=list(THING_IDS), backbone=cfg.backbone,
                                         pseudo_method=arm, cost_semantic=cfg.cost_semantic,
                                         cost_boundary=cfg.cost_boundary, cost_feature=cfg.cost_feature,
-                                        ot_eps=cfg.ot_eps, ot_tol=cfg.ot_tol, lr=cfg.lr,
+                                        eps=cfg.eps, solver=cfg.solver, lr=cfg.lr,
                                         pseudo_start_step=2 if cfg.smoke else 20)
     trainer = pl.Trainer(max_epochs=cfg.max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=cfg.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
@@ -228,7 +217,8 @@ def fmt_table(table: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = build_parser().parse_args(argv)
+    parser = build_parser()
+    cfg = parser.instantiate(parser.parse_args(argv))  # the solver option becomes a SinkhornSolver
     if cfg.smoke:
         cfg.pseudo_images, cfg.pseudo_size, cfg.n_boot = 6, 48, 200
         cfg.train_size, cfg.val_size, cfg.image_size, cfg.max_epochs, cfg.batch_size = 8, 4, 48, 1, 4
@@ -305,7 +295,7 @@ def write_report(cfg, metrics: dict) -> None:
     lines += [f"Pseudo-masks on {cfg.pseudo_images} images of {cfg.pseudo_size}x{cfg.pseudo_size} pixels, one point per "
               "segment; noisy-oracle maps (class probabilities from the blurred ground truth plus smooth noise "
               f"{cfg.map_noise}, Sobel boundary); cost weights semantic {cfg.cost_semantic}, boundary "
-              f"{cfg.cost_boundary}; OT ε = {cfg.ot_eps} (relative), tol {cfg.ot_tol}. PQ in points; 95% percentile "
+              f"{cfg.cost_boundary}; OT ε = {cfg.eps} (relative), tol {cfg.solver.tol}. PQ in points; 95% percentile "
               f"bootstrap over images ({cfg.n_boot} resamples); differences are paired (same resamples).", ""]
     lines += fmt_table(metrics["pseudo"]) + [""]
     if ot and vor and geo:

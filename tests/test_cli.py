@@ -60,3 +60,61 @@ def test_fit_tiny_point2mask(tmp_path):
     assert (tmp_path / "runs/point2mask_tiny/checkpoints/last.ckpt").exists()
     header = (tmp_path / "runs/point2mask_tiny/logs/metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/pq", "val/pq_th", "val/pq_st", "train/loss_boundary"} <= set(header)
+
+
+def test_recipe_after_a_plain_non_editable_install(tmp_path):
+    """`pip install .` (not editable) puts only the package in site-packages: `otlearn recipe` then finds the
+    recipes of a checkout in the current folder, or says in one line where they are."""
+    import shutil
+
+    target = tmp_path / "site"
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "*.egg-info", "__pycache__", "build"))
+    built = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                            "--quiet", "--target", str(target), str(source)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert (target / "otlearn" / "cli.py").exists() and not (target / "recipes").exists()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    env.pop("OTLEARN_RECIPES", None)
+    # -P: the current folder is not put on sys.path, so the installed copy runs even inside the checkout
+    command = [sys.executable, "-P", "-c", "import sys, otlearn; from otlearn.cli import main; print(otlearn.__file__); "
+               "main(sys.argv[1:])", "recipe"]
+    elsewhere = subprocess.run(command + ["sela_digits"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert elsewhere.returncode == 2
+    message = elsewhere.stderr.strip().splitlines()
+    assert len(message) == 1 and "source checkout" in message[0], elsewhere.stderr
+    listed = subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=source, env=env, timeout=300)
+    assert listed.returncode == 0 and "sela_digits" in listed.stdout and "optvq_digits" in listed.stdout, listed.stderr
+    ran = subprocess.run(command + ["sela_digits", "--help"], capture_output=True, text=True, cwd=source, env=env, timeout=300)
+    assert ran.returncode == 0 and "--seeds" in ran.stdout, ran.stderr[-2000:]
+    assert ran.stdout.splitlines()[0].startswith(str(target))  # the installed copy ran, not the checkout
+
+
+def test_every_shipped_config_parses():
+    """Each YAML of configs/ parses with the command or recipe it belongs to (a renamed option fails here)."""
+    import glob
+
+    import yaml
+
+    cli_configs, recipe_configs = [], []
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml"))):
+        with open(path) as fh:
+            (cli_configs if "trainer" in yaml.safe_load(fh) else recipe_configs).append(path)
+    assert len(cli_configs) >= 7 and len(recipe_configs) >= 5
+    script = (
+        "import sys, contextlib, io\nfrom otlearn.cli import main\nfor path in sys.argv[1:]:\n"
+        "    out = io.StringIO()\n    try:\n        with contextlib.redirect_stdout(out):\n"
+        "            main(['fit', '--config', path, '--print_config'])\n    except SystemExit as stop:\n"
+        "        assert stop.code in (0, None), (path, stop.code)\n    assert 'class_path' in out.getvalue(), path\n"
+        "    print('parsed', path)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, *cli_configs], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("parsed") == len(cli_configs)
+    recipes = {"sela": "recipes.sela_digits", "optvq": "recipes.optvq_digits", "point2mask": "recipes.point2mask_shapes"}
+    import importlib
+
+    for path in recipe_configs:
+        parser = importlib.import_module(recipes[os.path.basename(os.path.dirname(path))]).build_parser()
+        cfg = parser.instantiate(parser.parse_args(["--config", path]))
+        assert cfg is not None

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from otlearn.data import DigitsDataModule, ShapesDataModule
+from otlearn.ot import SinkhornSolver
 from otlearn.point2mask import PointSupervisedSegmentation
 from otlearn.sela import LabelSchedule, SelfLabelCallback, SelfLabeling
 from otlearn.vq import VQAutoencoder
@@ -33,7 +34,7 @@ class _Losses(pl.Callback):
 def test_sela_bf16_mixed_label_rounds_converge():
     pl.seed_everything(0)
     model = SelfLabeling(backbone="small_cnn", num_clusters=10, num_heads=2, lr=0.05, backbone_kwargs={"width": 8})
-    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), tol=1e-3, max_iter=5000, seed=0)
+    sela = SelfLabelCallback(lam=10.0, schedule=LabelSchedule("every", every=1), solver=SinkhornSolver(tol=1e-3, max_iter=5000), seed=0)
     losses = _Losses()
     _fit(model, DigitsDataModule(batch_size=128, seed=0), [sela, losses], epochs=2)
     assert [h["epoch"] for h in sela.history] == [0, 1]
@@ -65,7 +66,7 @@ def test_vq_autoencoder_bf16_mixed_solver_converges():
 
 def test_point2mask_bf16_mixed_pseudo_masks_converge():
     torch.manual_seed(0)
-    model = PointSupervisedSegmentation(backbone="resnet10t", width=16, pseudo_start_step=0, lr=1e-3)
+    model = PointSupervisedSegmentation(num_classes=5, thing_classes=[0, 1, 2], backbone="resnet10t", width=16, pseudo_start_step=0, lr=1e-3)
     dm = ShapesDataModule(train_size=8, val_size=4, image_size=48, batch_size=4)
     losses = _Losses()
     _fit(model, dm, [losses], batches=2)
@@ -75,4 +76,4 @@ def test_point2mask_bf16_mixed_pseudo_masks_converge():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         pseudo = model.pseudo_labels(batch)
     ran = [p.n_iters for p in pseudo if p.n_iters > 0]
-    assert ran and max(ran) < model.generator.max_iter  # every OT solve stopped at its tolerance
+    assert ran and max(ran) < model.generator.solver.max_iter  # every OT solve stopped at its tolerance

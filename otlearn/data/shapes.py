@@ -247,3 +247,20 @@ def collate_panoptic(batch: list[dict]) -> dict:
         out[key] = [b[key] for b in batch]
     out["index"] = torch.tensor([b["index"] for b in batch], dtype=torch.long)
     return out
+
+
+def noisy_oracle_maps(sample, index: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) float64 class probabilities and (H, W) boundary map in [0, 1] standing in for a network's
+    outputs on ``sample`` (a :class:`SyntheticPanopticShapes` sample): the one-hot ground truth blurred
+    (3x3), logits ``3·blur + noise·smooth noise`` (7x7-smoothed Gaussian, seeded by ``index``), and the
+    Sobel edges of the image (scikit-image, imported here)."""
+    import torch.nn.functional as F
+    from skimage.filters import sobel
+
+    onehot = F.one_hot(sample.semantic, NUM_CLASSES).permute(2, 0, 1).double()[None]
+    gen = torch.Generator().manual_seed(10_000 + index)
+    smooth_noise = F.avg_pool2d(torch.randn(onehot.shape, generator=gen, dtype=torch.float64), 7, 1, 3) * 2.6
+    probs = torch.softmax(3.0 * F.avg_pool2d(onehot, 3, 1, 1) + noise * smooth_noise, dim=1)[0]
+    image = sample.image.permute(1, 2, 0).numpy()
+    edge = torch.from_numpy(np.max([sobel(image[..., c]) for c in range(3)], axis=0))
+    return probs, edge / edge.max().clamp_min(1e-12)

@@ -32,7 +32,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from otlearn.ot import SinkhornConvergenceWarning, sinkhorn
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver, sinkhorn
 from otlearn.point2mask.cost import CostWeights, GeodesicGraph
 
 Method = Literal["voronoi", "geodesic", "centroid", "ot", "watershed"]
@@ -62,6 +62,11 @@ class PseudoLabel:
     n_iters: int = 0
 
 
+def default_solver() -> SinkhornSolver:
+    """Point2Mask's solver settings (see :class:`PseudoMaskGenerator`)."""
+    return SinkhornSolver(tol=1e-2, max_iter=3000, eps_scaling=0.3, mode="kernel")
+
+
 @dataclass
 class PseudoMaskGenerator:
     """Configured once, called on a batch: ``generator(probs, points, point_labels, boundary, embeddings)``.
@@ -71,10 +76,12 @@ class PseudoMaskGenerator:
         thing_classes: the category ids that are things.
         method: "voronoi", "geodesic", "centroid", "ot" or "watershed" (see the module docstring).
         weights: edge-weight terms and graph stride (:class:`CostWeights`).
-        eps: ε of the transport, relative to the cost scale (costs are divided by their maximum).
-        tol: stop when every point's received mass is within ``tol`` of its capacity (relative).
-        max_iter: Sinkhorn iteration cap (a convergence warning is raised beyond it).
-        eps_scaling: ε-scaling factor handed to the solver (``None`` = solve at ε directly).
+        eps: ε of the transport, relative to the cost scale: the costs are divided by their maximum,
+            so ``P ∝ exp(−(d/max d)/ε)`` (Point2Mask's ε).
+        solver: the configured :class:`~otlearn.ot.SinkhornSolver` (default :func:`default_solver`: tol 1e-2
+            on every point's received mass relative to its capacity, max_iter 3000, ε-scaling by 0.3, kernel
+            mode; looser than the solver's own 1e-3 because only each pixel's argmax is used, and ε-scaled
+            because ε = 1e-3 of the cost range needs about range/ε = 1000 plain iterations).
         ot_cost: "distance" (Point2Mask: the normalised geodesic distance ``d_k / max d``) or
             "class_weighted" (``1 − (1 − d_k / max d) · p(class_k)``, the initial-mask score as a cost:
             a pixel is expensive for a point of a class it does not look like; an otlearn option).
@@ -97,9 +104,7 @@ class PseudoMaskGenerator:
     method: Method = "ot"
     weights: CostWeights = field(default_factory=CostWeights)
     eps: float = 1e-3
-    tol: float = 1e-2
-    max_iter: int = 3000
-    eps_scaling: float | None = 0.3
+    solver: SinkhornSolver = field(default_factory=lambda: default_solver())
     capacity: Literal["centroid", "nearest"] = "nearest"
     ot_cost: Literal["distance", "class_weighted"] = "distance"
     ot_seeds: Literal["original", "reseeded"] = "reseeded"
@@ -268,8 +273,7 @@ class PseudoMaskGenerator:
         cost = dist.T / (scale if scale > 0 else 1.0)
         with warnings.catch_warnings():  # the argmax is what is used; tol and max_iter only bound the work
             warnings.simplefilter("ignore", SinkhornConvergenceWarning)
-            result = sinkhorn(-cost, self.eps, b=capacities, tol=self.tol, max_iter=self.max_iter,
-                              dtype=torch.float64, eps_scaling=self.eps_scaling, mode="kernel")
+            result = sinkhorn(-cost, self.eps, b=capacities, dtype=torch.float64, solver=self.solver)
         return result.assignments(), result.n_iters
 
 

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from otlearn.eval.panoptic import PanopticQuality
 from otlearn.point2mask.cost import CostWeights
 from otlearn.point2mask.losses import boundary_loss, color_affinity_loss, embedding_loss, instance_targets, point_cross_entropy
-from otlearn.point2mask.masks import IGNORE, PseudoMaskGenerator
+from otlearn.ot import SinkhornSolver
+from otlearn.point2mask.masks import IGNORE, PseudoMaskGenerator, default_solver
 from otlearn.point2mask.network import PanopticNet, group_instances
 
 
@@ -37,14 +38,16 @@ class PointSupervisedSegmentation(pl.LightningModule):
     """Point-supervised panoptic segmentation with pseudo-masks regenerated at every step.
 
     Args:
-        num_classes: C (things and stuff in one id space).
-        thing_classes: category ids that are things; the others are stuff.
+        num_classes: C (things and stuff in one id space); required, it is the dataset's.
+        thing_classes: category ids that are things; the others are stuff (required).
         backbone: timm model name for the encoder (``features_only``, never pretrained).
         embed_dim: D of the embedding head.
         width: decoder channels.
         pseudo_method: "ot" (Point2Mask), "voronoi", "geodesic" or "centroid".
         cost_semantic, cost_boundary, cost_feature, cost_step, cost_stride: :class:`CostWeights`.
-        ot_eps, ot_tol: ε (relative to the cost scale) and tolerance of the transport.
+        eps: ε of the transport, relative to the cost maximum (costs are divided by it; Point2Mask's ε).
+        solver: the transport's :class:`~otlearn.ot.SinkhornSolver` (default
+            :func:`otlearn.point2mask.masks.default_solver`).
         point_square: side of the square around each point in the category-wise map.
         capacity_warmup_steps: before this step OT capacities are the nearest-point cell sizes
             (Point2Mask's warm-up), afterwards the centroid-based counts.
@@ -57,8 +60,8 @@ class PointSupervisedSegmentation(pl.LightningModule):
 
     def __init__(
         self,
-        num_classes: int = 5,
-        thing_classes: list[int] = [0, 1, 2],  # noqa: B006 (LightningCLI needs a literal default)
+        num_classes: int,
+        thing_classes: list[int],
         backbone: str = "resnet18",
         embed_dim: int = 16,
         width: int = 64,
@@ -68,8 +71,8 @@ class PointSupervisedSegmentation(pl.LightningModule):
         cost_feature: float = 0.1,
         cost_step: float = 1e-3,
         cost_stride: int = 1,
-        ot_eps: float = 1e-3,
-        ot_tol: float = 1e-2,
+        eps: float = 1e-3,
+        solver: SinkhornSolver | None = None,
         point_square: int = 1,
         capacity_warmup_steps: int = 0,
         pseudo_start_step: int = 20,
@@ -85,7 +88,7 @@ class PointSupervisedSegmentation(pl.LightningModule):
         weight_decay: float = 1e-4,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["solver"])
         if sorted(set(thing_classes)) != sorted(thing_classes) or not thing_classes:
             raise ValueError(f"thing_classes must be distinct ids, got {thing_classes}")
         self.thing_classes = list(thing_classes)
@@ -93,7 +96,7 @@ class PointSupervisedSegmentation(pl.LightningModule):
         self.net = PanopticNet(num_classes, backbone, embed_dim, width)
         weights = CostWeights(cost_semantic, cost_boundary, cost_feature, cost_step, cost_stride)
         common = dict(num_classes=num_classes, thing_classes=self.thing_classes, method=pseudo_method,
-                      weights=weights, eps=ot_eps, tol=ot_tol, point_square=point_square)
+                      weights=weights, eps=eps, solver=solver or default_solver(), point_square=point_square)
         self.generator = PseudoMaskGenerator(**common)
         self.warmup_generator = PseudoMaskGenerator(**common, capacity="nearest", ot_seeds="original")
         self.val_pq = PanopticQuality(self.thing_classes, self.stuff_classes)

@@ -6,9 +6,9 @@ For tokens ``z`` (n, d) and codes ``c`` (K, d):
 * distance ``A_ik = ||z_i − c_k||`` (Euclidean, not squared) or ``1 − cos(z_i, c_k)``, in float32
   outside autocast, without gradient;
 * normalisation ``all``: ``A ← (A − mean A)/(std A + 1e-6); A ← A − min A`` over the whole matrix
-  — over all ranks' tokens when distributed — so the temperature is independent of the scale;
+  — over all ranks' tokens when distributed — so ε is independent of the distances' scale;
   ``dim``: the same per token row; ``none``;
-* assignment ``ot``: entropic OT with scores ``−A``, ε = 1/temperature (OptVQ's 10 → ε = 0.1),
+* assignment ``ot``: entropic OT with scores ``−Â`` at ε (OptVQ's inverse temperature 10 → ε = 0.1),
   uniform token and code masses, otlearn's tolerance-based distributed solver, code = argmax of
   the plan row; ``optvq``: exactly OptVQ's 5 fixed iterations on this process's tokens;
   ``nn``: nearest neighbour (the usual VQ baseline);
@@ -41,6 +41,12 @@ from otlearn.ot.rounding import column_counts
 
 
 RECOMMENDED_B_PENALTY = 3.0
+
+
+def default_solver() -> SinkhornSolver:
+    """The quantizer's solver: tol 1e-2, max_iter 200, its kernel buffer reused between steps."""
+    return SinkhornSolver(tol=1e-2, max_iter=200, reuse_kernel=True)
+
 #: OptVQ's published quantizer settings (hard equal code masses, gradient-trained N(0, 1) codebook).
 OPTVQ_SETTINGS: dict = {"b_penalty": None, "codebook_update": "gradient", "codebook_init": "normal", "ema_decay": 0.99,
                         "dead_code_threshold": None}
@@ -84,10 +90,13 @@ class OTVectorQuantizer(nn.Module):
         normalize: ``"all"`` (OptVQ's default), ``"dim"`` (per token) or ``"none"``.
         assignment: ``"ot"`` (otlearn's solver, global over ``group``), ``"optvq"`` (OptVQ's 5 fixed
             iterations, per process) or ``"nn"``.
-        temperature: inverse temperature on normalised distances (OptVQ: 10), ε = 1/temperature.
-        tol, max_iter: solver stopping rule for ``"ot"`` (ignored when ``solver`` is given).
-        solver: a configured :class:`~otlearn.ot.SinkhornSolver` for ``"ot"`` (e.g. fixed iterations,
-            ``SinkhornSolver(tol=None, max_iter=10)``, which reads nothing from the device).
+        eps: ε of the transport on the normalised distances, ``P ∝ exp(−Â/ε)`` (OptVQ writes its inverse,
+            10, so ε = 0.1).
+        solver: the configured :class:`~otlearn.ot.SinkhornSolver` for ``"ot"`` (default :func:`default_solver`:
+            tol 1e-2, max_iter 200, kernel reused between steps — looser than the solver's own 1e-3 because
+            it runs every training step warm-started from the last step's g, and codes are each token's
+            argmax; or fixed iterations, ``SinkhornSolver(tol=None, max_iter=10)``, which reads nothing
+            from the device). ``"optvq"`` always runs OptVQ's 5 fixed iterations.
         rounding: hard codes from the plan: ``"argmax"`` of each token's row (OptVQ), or
             ``"balanced"``: exactly ``round(n/K)`` tokens per code over the (global) batch, so every
             code is used whenever the batch has at least K tokens.
@@ -124,9 +133,7 @@ class OTVectorQuantizer(nn.Module):
         distance: Literal["euclidean", "cosine"] = "euclidean",
         normalize: Literal["all", "dim", "none"] = "all",
         assignment: Literal["ot", "optvq", "nn"] = "ot",
-        temperature: float = 10.0,
-        tol: float = 1e-2,
-        max_iter: int = 200,
+        eps: float = 0.1,
         rounding: Literal["argmax", "balanced"] = "argmax",
         b_penalty: float | None | Literal["auto"] = "auto",
         estimator: Literal["ste", "rotation"] = "ste",
@@ -154,7 +161,7 @@ class OTVectorQuantizer(nn.Module):
             (rounding in ("argmax", "balanced"), f"rounding must be 'argmax' or 'balanced', got {rounding!r}"),
             (codebook_update in ("gradient", "ema"), f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}"),
             (not (codebook_update == "ema" and project_codebook), "codebook_update='ema' cannot be combined with project_codebook"),
-            (temperature > 0, f"temperature must be > 0, got {temperature}"),
+            (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0, f"eps must be a finite number > 0, got {eps!r}"),
             (dead_code_threshold is None or 0 < dead_code_threshold < 1,
              f"dead_code_threshold must be in (0, 1) (a share of the uniform code usage) or None, got {dead_code_threshold!r}"),
             (0 < usage_decay < 1, f"usage_decay must be in (0, 1), got {usage_decay!r}"),
@@ -174,14 +181,14 @@ class OTVectorQuantizer(nn.Module):
         self.num_codes, self.dim, self.heads = num_codes, dim, heads
         self.code_dim = dim // heads
         self.distance, self.normalize, self.assignment = distance, normalize, assignment
-        self.temperature, self.estimator, self.inference = float(temperature), estimator, inference
+        self.eps, self.estimator, self.inference = float(eps), estimator, inference
         self.rounding = rounding
         self.b_penalty = None if b_penalty is None else float(b_penalty)
         self.dead_code_threshold = None if dead_code_threshold is None else float(dead_code_threshold)
         self.usage_decay = float(usage_decay)
         self.commitment, self.codebook_weight, self.ema_decay = commitment, codebook_weight, ema_decay
         self.group = group
-        self.solver = solver if solver is not None else SinkhornSolver(tol=tol, max_iter=max_iter, reuse_kernel=True)
+        self.solver = solver if solver is not None else default_solver()
         self.fixed_solver = SinkhornSolver(tol=None, max_iter=5, reuse_kernel=True)
         self.codebook_update = codebook_update
         self.kmeans_init = isinstance(codebook_init, str) and codebook_init == "kmeans"
@@ -326,7 +333,7 @@ class OTVectorQuantizer(nn.Module):
                 return nn_idx, nn_idx, {}
             comm = self._comm() if self.assignment == "ot" else Communicator()
             scores, stats = self._normalised_scores(dists, comm)
-            problem = AssignmentProblem.trusted(scores, 1.0 / self.temperature, group=comm,
+            problem = AssignmentProblem.trusted(scores, self.eps, group=comm,
                                                 b_penalty=self.b_penalty if self.assignment == "ot" else None)
             solver = self.solver if self.assignment == "ot" else self.fixed_solver
             ready = self._ema_is_ready()

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from otlearn.ot import SinkhornSolver
+
 from otlearn.point2mask import CostWeights, PseudoMaskGenerator, category_map, point_distances
 from otlearn.point2mask.masks import IGNORE, euclidean_distances, reseed
 
@@ -27,8 +29,9 @@ def test_ot_with_nearest_cell_capacities_reproduces_the_nearest_point_partition(
     near-ties, pixels whose two smallest normalised costs are closer than 5ε (checked to be under 2%)."""
     probs, points, labels, boundary = _random_image(seed)
     eps = 1e-4
-    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", ot_seeds="original", eps=eps, tol=1e-4,
-                              max_iter=100_000, class_presence=False)
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", capacity="nearest", ot_seeds="original", eps=eps,
+                              solver=SinkhornSolver(tol=1e-4, max_iter=100_000, eps_scaling=0.3, mode="kernel"),
+                              class_presence=False)
     out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
     cmap = category_map(probs.double(), points, labels, 1, class_presence=False)
     dist = point_distances(cmap, points, boundary.double(), None, gen.weights)
@@ -60,7 +63,8 @@ def test_default_cost_is_measured_from_the_reseeded_seeds(seed):
     from otlearn.point2mask.masks import initial_assignment, reseed
 
     probs, points, labels, boundary = _random_image(seed)
-    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", eps=1e-4, tol=1e-4, max_iter=100_000, class_presence=False)
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", eps=1e-4, class_presence=False,
+                              solver=SinkhornSolver(tol=1e-4, max_iter=100_000, eps_scaling=0.3, mode="kernel"))
     cost, caps = gen.ot_problem(probs.double(), points, labels, boundary.double())
     cmap, foreground, _, k_idx = gen.layout(probs.double(), points, labels)
     dist = point_distances(cmap, points[k_idx], boundary.double(), None, gen.weights)[:, foreground]
@@ -78,7 +82,8 @@ def test_default_cost_is_measured_from_the_reseeded_seeds(seed):
 
 def test_transport_meets_the_capacities():
     probs, points, labels, boundary = _random_image(11, k_max=5)
-    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", tol=1e-3, class_presence=False)
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", class_presence=False,
+                              solver=SinkhornSolver(tol=1e-3, max_iter=3000, eps_scaling=0.3, mode="kernel"))
     dist = point_distances(probs.double(), points, boundary.double()).reshape(len(points), -1)
     caps = torch.linspace(1.0, 3.0, len(points), dtype=torch.float64)
     owner, _ = gen.transport(dist, caps)

@@ -50,7 +50,7 @@ def test_color_affinity_pulls_similar_neighbours_only():
 
 def test_training_step_gives_finite_losses_and_gradients_everywhere():
     torch.manual_seed(0)
-    model = PointSupervisedSegmentation(backbone="resnet10t", width=16, pseudo_start_step=0)
+    model = PointSupervisedSegmentation(num_classes=5, thing_classes=[0, 1, 2], backbone="resnet10t", width=16, pseudo_start_step=0)
     batch = collate_panoptic([SyntheticPanopticShapes(2, 48, seed=1)[i] for i in range(2)])
     logged = {}
     model.log_dict = lambda d, **kw: logged.update(d)  # outside a Trainer
@@ -67,7 +67,7 @@ def test_training_step_gives_finite_losses_and_gradients_everywhere():
 
 
 def test_panoptic_output_is_well_formed():
-    model = PointSupervisedSegmentation(backbone="resnet10t", width=16).eval()
+    model = PointSupervisedSegmentation(num_classes=5, thing_classes=[0, 1, 2], backbone="resnet10t", width=16).eval()
     out = model.panoptic(torch.rand(2, 3, 40, 40))
     for ids, segs in out:
         assert ids.shape == (40, 40)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from otlearn.ot import sinkhorn
+from otlearn.ot import SinkhornSolver, sinkhorn
 from otlearn.vq import OPTVQ_SETTINGS, OTVectorQuantizer, usage_stats
 from tests._dist import run_workers
 
@@ -25,7 +25,7 @@ def _normalised(x, codes):
 @pytest.mark.parametrize("seed", range(3))
 def test_ot_assignment_is_the_core_solver_on_normalised_distances(seed):
     torch.manual_seed(seed)
-    q = OTVectorQuantizer(32, 8, tol=1e-6, max_iter=5000, **OPTVQ_SETTINGS)
+    q = OTVectorQuantizer(32, 8, solver=SinkhornSolver(tol=1e-6, max_iter=5000), **OPTVQ_SETTINGS)
     x = _data(seed)
     out = q(x)
     ref = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, tol=1e-6, max_iter=5000).assignments()
@@ -58,7 +58,7 @@ def test_optvq_mode_reproduces_optvq(seed):
 def test_distributed_assignment_equals_single_process(world_size, sizes, normalize):
     x = _data(7, n=sum(sizes))
     torch.manual_seed(0)
-    single = OTVectorQuantizer(24, 8, normalize=normalize, tol=1e-6, max_iter=5000, **OPTVQ_SETTINGS)
+    single = OTVectorQuantizer(24, 8, normalize=normalize, solver=SinkhornSolver(tol=1e-6, max_iter=5000), **OPTVQ_SETTINGS)
     ref = single(x)
     outs = run_workers(quantize_shard, world_size, x, sizes, 24, normalize)
     np.testing.assert_array_equal(np.concatenate([o[0] for o in outs]), ref.indices.numpy())
@@ -223,7 +223,7 @@ def test_kmeans_codebook_init_uses_the_first_training_batch():
 @pytest.mark.parametrize("rho", [0.3, 3.0])
 def test_relaxed_code_marginal_is_the_core_relaxed_solver(rho):
     torch.manual_seed(1)
-    q = OTVectorQuantizer(32, 8, b_penalty=rho, tol=1e-6, max_iter=5000, codebook_update="gradient")
+    q = OTVectorQuantizer(32, 8, b_penalty=rho, solver=SinkhornSolver(tol=1e-6, max_iter=5000), codebook_update="gradient")
     x = _data(5, n=400)
     got = q(x).indices[:, 0]
     ref = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, b_penalty=rho, tol=1e-6, max_iter=5000).assignments()
