@@ -48,6 +48,7 @@ def normalised(g: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 
 
 DENORMAL_CUT = 1e-30
+CPU_BLOCK_BYTES = 3 << 20  # kernel rows per fused CPU block: about a core's share of the last-level cache
 
 
 def exp_blocks(p: AssignmentProblem, g: torch.Tensor | None, chunk_size: int | None, kernel: torch.Tensor | None = None):
@@ -226,12 +227,12 @@ class KernelOperator:
         self._next: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.cpu_blocks = None
         if p.device.type == "cpu" and p.n_local:
-            # fused over row blocks that stay in cache: Kmat is read from memory once per iteration
+            # the two products fused over row blocks that stay in cache (``chunk_size`` rows, default
+            # about CPU_BLOCK_BYTES of kernel): Kmat is read from memory once per iteration
             item = torch.finfo(p.dtype).bits // 8
-            rows = max(16, (3 << 20) // max(1, p.n_cols * item))
-            if rows < p.n_local:
-                self.cpu_blocks = [(kernel[i : i + rows], kernel[i : i + rows].T, slice(i, i + rows))
-                                   for i in range(0, p.n_local, rows)]
+            blocks = p.row_blocks(chunk_size or max(16, CPU_BLOCK_BYTES // max(1, p.n_cols * item)))
+            if len(blocks) > 1:
+                self.cpu_blocks = [(kernel[rows], kernel[rows].T, rows) for rows in blocks]
 
     @property
     def col(self) -> torch.Tensor:

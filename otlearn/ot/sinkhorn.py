@@ -189,7 +189,8 @@ class SinkhornSolver:
             CPU, 10 on a GPU, where each check is one host synchronisation); with ``tol=None``, the
             kernel operator absorbs its scalings every this many iterations (default 10).
         mode: "auto", "kernel" or "log" (see :mod:`otlearn.ot.operators`).
-        chunk_size: rows per chunk in streamed passes (default: about 2**20 elements per chunk).
+        chunk_size: rows per chunk in streamed passes and per fused row block of the kernel's CPU iteration
+            (default: about 2**20 scores per streamed chunk, about 3 MiB of kernel per CPU block).
         max_kernel_bytes: "auto" caches the kernel when it needs at most this many bytes.
         log_scaling_bound: τ, the ``|log v|`` above which a check absorbs (kernel mode).
         eps_scaling: "auto" (default; see the module docstring), a factor in (0, 1), or ``None``.
