@@ -24,3 +24,10 @@ def random_problem(seed: int, n: int, k: int, *, kind: str = "gauss", dtype=torc
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def plan_from_potentials(result, scores: torch.Tensor, eps: float) -> torch.Tensor:
+    """(n, K) float64 plan ``exp((S_ik + f_i + g_k)/ε)`` built from the result's potentials alone — not
+    :meth:`SinkhornResult.plan`, whose rows are ``a_i softmax(...)`` and so exact by construction."""
+    s = scores.double()
+    return torch.exp((s + result.f.double()[:, None] + result.g.double()[None, :]) / eps)

@@ -6,7 +6,7 @@ would then run in 16 bits. A ``TorchFunctionMode`` sees whether autocast is acti
 """
 import torch
 
-from otlearn.ot import balanced_assignments, sinkhorn
+from otlearn.ot import SinkhornSolver, balanced_assignments, sinkhorn
 from otlearn.vq import OTVectorQuantizer
 from tests._modes import AutocastSpy
 
@@ -35,9 +35,9 @@ def test_quantizer_assignment_runs_without_autocast_and_equals_float32():
     x = torch.randn(512, 16)
     for rounding in ("argmax", "balanced"):
         torch.manual_seed(1)
-        plain = OTVectorQuantizer(64, 16, rounding=rounding, tol=1e-4, max_iter=2000)
+        plain = OTVectorQuantizer(64, 16, rounding=rounding, solver=SinkhornSolver(tol=1e-4, max_iter=2000))
         torch.manual_seed(1)
-        mixed = OTVectorQuantizer(64, 16, rounding=rounding, tol=1e-4, max_iter=2000)
+        mixed = OTVectorQuantizer(64, 16, rounding=rounding, solver=SinkhornSolver(tol=1e-4, max_iter=2000))
         expected = plain(x).indices
         with torch.autocast("cpu", dtype=torch.bfloat16), AutocastSpy() as spy:
             out = mixed(x)

@@ -6,6 +6,8 @@ from hypothesis import strategies as st
 
 from otlearn.ot import integer_targets, sinkhorn
 
+from .conftest import plan_from_potentials
+
 
 @settings(max_examples=40, deadline=None)
 @given(
@@ -25,13 +27,14 @@ def test_marginals_within_tol(seed, n, k, eps, scale, mode, uniform):
     tol = 1e-3
     result = sinkhorn(scores, eps, a=a, b=b, tol=tol, max_iter=100_000, mode=mode, dtype=torch.float64)
     assert result.converged
-    plan = result.plan()
+    plan = plan_from_potentials(result, scores, eps)  # from f and g, so rows are checked, not constructed
+    assert torch.allclose(plan.float(), result.plan().float(), rtol=1e-5, atol=1e-12)
     a_ref = torch.full((n,), 1.0 / n, dtype=torch.float64) if a is None else a.double() / a.double().sum()
     b_ref = torch.full((k,), 1.0 / k, dtype=torch.float64) if b is None else b.double() / b.double().sum()
-    assert torch.allclose(plan.sum(1), a_ref, rtol=1e-9, atol=0)  # rows are exact
+    assert torch.allclose(plan.sum(1), a_ref, rtol=1e-8, atol=0)  # f is the exact row update of g
     col_err = (plan.sum(0) / b_ref - 1).abs().max().item()
-    assert col_err <= tol * (1 + 1e-9)
-    assert abs(col_err - result.error) < 1e-9  # the reported error is the real one
+    assert col_err <= tol * (1 + 1e-7)
+    assert abs(col_err - result.error) < 1e-7  # the reported error is the real one
 
 
 @settings(max_examples=40, deadline=None)
