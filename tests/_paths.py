@@ -53,10 +53,11 @@ def every_path(rank: int, world_size: int, device_name: str) -> dict:
     # VQ: OT assignment over the group, EMA codebook (counts and sums all-reduced), monitor
     x = torch.randn(512, 8, generator=gen)
     torch.manual_seed(3)
-    single = OTVectorQuantizer(32, 8, codebook_update="ema", rounding="balanced", group=None, tol=1e-6, max_iter=5000)
+    single = OTVectorQuantizer(32, 8, codebook_update="ema", rounding="balanced", group=None,
+                                solver=SinkhornSolver(tol=1e-6, max_iter=5000))
     torch.manual_seed(3)
-    grouped = OTVectorQuantizer(32, 8, codebook_update="ema", rounding="balanced", group=group, tol=1e-6,
-                                max_iter=5000).to(device)
+    grouped = OTVectorQuantizer(32, 8, codebook_update="ema", rounding="balanced", group=group,
+                                 solver=SinkhornSolver(tol=1e-6, max_iter=5000)).to(device)
     ref_idx = single(x).indices
     idx = grouped(x.to(device)).indices
     out["vq_indices_equal"] = bool(torch.equal(idx.cpu(), ref_idx))

@@ -10,7 +10,7 @@ For tokens ``z`` (n, d) and codes ``c`` (K, d):
   ``dim``: the same per token row; ``none``;
 * assignment ``ot``: entropic OT with scores ``−Â`` at ε (OptVQ's inverse temperature 10 → ε = 0.1),
   uniform token and code masses, otlearn's tolerance-based distributed solver, code = argmax of
-  the plan row; ``optvq``: exactly OptVQ's 5 fixed iterations on this process's tokens;
+  the plan row; ``optvq``: OptVQ's own assignment, numerical guards included (:func:`optvq_assignments`);
   ``nn``: nearest neighbour (the usual VQ baseline);
 * straight-through estimator ``z + (z_q − z).detach()`` or the rotation trick; loss
   ``commitment·mean((z − sg z_q)²) + codebook·mean((z_q − sg z)²)`` (OptVQ: 1.0 and 0.25).
@@ -61,14 +61,16 @@ class QuantizerOutput:
         indices: code index per token, shape ``input.shape[:-1] + (heads,)`` for (…, D) input,
             ``(B, heads, H, W)`` for (B, C, H, W) input.
         loss: commitment + codebook loss (scalar).
-        stats: batch statistics (perplexity, used fraction, solver error…) as 0-dim tensors on the
-            input's device (reading one is a host sync; ``self.log`` takes them as they are).
+        stats: batch statistics: 0-dim tensors on the input's device where the device computed them
+            (perplexity, used fraction, solver error; reading one is a host sync, ``self.log`` takes them as
+            they are) and host floats where the host knows them (solver iterations): building them costs no
+            device synchronisation.
     """
 
     quantized: torch.Tensor
     indices: torch.Tensor
     loss: torch.Tensor
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 class OTVectorQuantizer(nn.Module):
@@ -88,15 +90,16 @@ class OTVectorQuantizer(nn.Module):
         heads: split each token into ``heads`` sub-tokens of D/heads that share one codebook.
         distance: ``"euclidean"`` (plain, as OptVQ) or ``"cosine"``.
         normalize: ``"all"`` (OptVQ's default), ``"dim"`` (per token) or ``"none"``.
-        assignment: ``"ot"`` (otlearn's solver, global over ``group``), ``"optvq"`` (OptVQ's 5 fixed
-            iterations, per process) or ``"nn"``.
+        assignment: ``"ot"`` (otlearn's solver, global over ``group``), ``"optvq"`` (the official OptVQ
+            assignment: per-process normalisation, 5 float32 scaling iterations with its 1e-8 guards, sums
+            all-reduced over ``group``; :func:`optvq_assignments`) or ``"nn"``.
         eps: ε of the transport on the normalised distances, ``P ∝ exp(−Â/ε)`` (OptVQ writes its inverse,
             10, so ε = 0.1).
         solver: the configured :class:`~otlearn.ot.SinkhornSolver` for ``"ot"`` (default :func:`default_solver`:
             tol 1e-2, max_iter 200, kernel reused between steps — looser than the solver's own 1e-3 because
             it runs every training step warm-started from the last step's g, and codes are each token's
             argmax; or fixed iterations, ``SinkhornSolver(tol=None, max_iter=10)``, which reads nothing
-            from the device). ``"optvq"`` always runs OptVQ's 5 fixed iterations.
+            from the device).
         rounding: hard codes from the plan: ``"argmax"`` of each token's row (OptVQ), or
             ``"balanced"``: exactly ``round(n/K)`` tokens per code over the (global) batch, so every
             code is used whenever the batch has at least K tokens.
@@ -156,6 +159,8 @@ class OTVectorQuantizer(nn.Module):
             (distance in ("euclidean", "cosine"), f"distance must be 'euclidean' or 'cosine', got {distance!r}"),
             (normalize in ("all", "dim", "none"), f"normalize must be 'all', 'dim' or 'none', got {normalize!r}"),
             (assignment in ("ot", "optvq", "nn"), f"assignment must be 'ot', 'optvq' or 'nn', got {assignment!r}"),
+            (not (assignment == "optvq" and normalize != "all"),
+             f"assignment='optvq' is OptVQ's assignment with its normalisation 'all'; got normalize={normalize!r}"),
             (estimator in ("ste", "rotation"), f"estimator must be 'ste' or 'rotation', got {estimator!r}"),
             (inference in ("nn", "potential"), f"inference must be 'nn' or 'potential', got {inference!r}"),
             (rounding in ("argmax", "balanced"), f"rounding must be 'argmax' or 'balanced', got {rounding!r}"),
@@ -189,7 +194,6 @@ class OTVectorQuantizer(nn.Module):
         self.commitment, self.codebook_weight, self.ema_decay = commitment, codebook_weight, ema_decay
         self.group = group
         self.solver = solver if solver is not None else default_solver()
-        self.fixed_solver = SinkhornSolver(tol=None, max_iter=5, reuse_kernel=True)
         self.codebook_update = codebook_update
         self.kmeans_init = isinstance(codebook_init, str) and codebook_init == "kmeans"
         self.codebook = nn.Parameter(self._init_codes("normal" if self.kmeans_init else codebook_init),
@@ -319,42 +323,50 @@ class OTVectorQuantizer(nn.Module):
         return dists.mul_(-inv).add_(stats[0] * inv + stats[2]), stats
 
     @torch.compiler.disable
-    def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """``(codes, nearest codes, stats)`` of a training batch: distances, normalisation, OT, rounding,
-        inference EMAs.
-
-        The scores are built here from finite inputs, so the problem skips re-validation
-        (:meth:`AssignmentProblem.trusted`).
-        """
+    def _assign_train(self, tokens: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor | float]]:
+        """``(codes, nearest codes, stats)`` of a training batch: distances, then the assignment, then the
+        inference EMAs (:meth:`_track_inference`)."""
         with full_precision(tokens.device):
             dists = self.distances(tokens, codes)
             nn_idx = dists.min(1).indices  # min(1) is ~3x faster than argmin(1) on the CPU
             if self.assignment == "nn":
                 return nn_idx, nn_idx, {}
-            comm = self._comm() if self.assignment == "ot" else Communicator()
-            scores, stats = self._normalised_scores(dists, comm)
-            problem = AssignmentProblem.trusted(scores, self.eps, group=comm,
-                                                b_penalty=self.b_penalty if self.assignment == "ot" else None)
-            solver = self.solver if self.assignment == "ot" else self.fixed_solver
-            ready = self._ema_is_ready()
-            # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
-            result = solver(problem, init_g=self.warm_g if (self.assignment == "ot" and ready) else None, check_init_g=False)
-            idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
-            with torch.no_grad():
-                g = result.g - result.g.max()
-                self.warm_g.copy_(g)
-                if ready:
-                    self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
-                    self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
-                else:
-                    self.ema_g.copy_(g)
-                    self.ema_stats.copy_(stats)
-                    self.ema_initialised.fill_(True)
-                    self._ema_ready = True
-                self.disagreements[0] += (idx != nn_idx).sum()
-                self.disagreements[1] += idx.numel()
-            return idx, nn_idx, {"solver_iterations": torch.tensor(float(result.n_iters), device=idx.device),
-                         "solver_error": result.final_error.float()}
+            if self.assignment == "optvq":
+                idx, g, stats = optvq_assignments(dists, 1.0 / self.eps, comm=self._comm())
+                diagnostics: dict[str, torch.Tensor | float] = {"solver_iterations": float(OPTVQ_ITERATIONS)}
+            else:
+                idx, g, stats, diagnostics = self._solve(dists)
+            self._track_inference(g, stats, idx, nn_idx)
+            return idx, nn_idx, diagnostics
+
+    def _solve(self, dists: torch.Tensor):
+        """otlearn's assignment: normalised scores over the group, the configured solver warm-started from the
+        last step's g, argmax or balanced codes. The scores are built here from finite inputs, so the problem
+        skips re-validation (:meth:`AssignmentProblem.trusted`)."""
+        comm = self._comm()
+        scores, stats = self._normalised_scores(dists, comm)
+        problem = AssignmentProblem.trusted(scores, self.eps, group=comm, b_penalty=self.b_penalty)
+        # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
+        result = self.solver(problem, init_g=self.warm_g if self._ema_is_ready() else None, check_init_g=False)
+        idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
+        diagnostics = {"solver_iterations": float(result.n_iters), "solver_error": result.final_error.float()}
+        return idx, result.g, stats, diagnostics
+
+    @torch.no_grad()
+    def _track_inference(self, g: torch.Tensor, stats: torch.Tensor, idx: torch.Tensor, nn_idx: torch.Tensor) -> None:
+        """The next warm start, the EMAs of the potentials and normalisation statistics, the OT-vs-NN counter."""
+        g = g - g.max()
+        self.warm_g.copy_(g)
+        if self._ema_is_ready():
+            self.ema_g.mul_(self.ema_decay).add_((1 - self.ema_decay) * g)
+            self.ema_stats.mul_(self.ema_decay).add_((1 - self.ema_decay) * stats)
+        else:
+            self.ema_g.copy_(g)
+            self.ema_stats.copy_(stats)
+            self.ema_initialised.fill_(True)
+            self._ema_ready = True
+        self.disagreements[0] += (idx != nn_idx).sum()
+        self.disagreements[1] += idx.numel()
 
     @torch.compiler.disable
     def _assign_eval(self, tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -514,3 +526,50 @@ def kmeans(points: torch.Tensor, k: int, iters: int = 10, generator: torch.Gener
         filled = counts > 0
         centres = torch.where(filled[:, None], sums / counts.clamp(min=1)[:, None], centres)
     return centres
+
+
+OPTVQ_ITERATIONS = 5
+
+
+@torch.no_grad()
+def optvq_assignments(
+    dists: torch.Tensor, inverse_temperature: float = 10.0, iters: int = OPTVQ_ITERATIONS,
+    comm: Communicator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The official OptVQ assignment of tokens to codes, its numerical guards included.
+
+    ``dists`` (n, K) Euclidean distances. In float32, as the official code: this process's
+    normalisation ``A = (A − mean A)/(std A + 1e-6); A ← A − min A``; ``Q = exp(−A·T)ᵀ`` (K, n) with the
+    inverse temperature T (= 1/ε); ``Q /= ΣQ + 1e-8``; ``iters`` times: each code row
+    ``Q /= (Σ_row + 1e-8)·K``, each token column ``Q /= (Σ_col + 1e-8)·B``; code = argmax over codes.
+    The total and the code-row sums are all-reduced over ``comm`` (B = tokens of all ranks), as the official
+    code does when distributed. The guards matter where a code's row sum underflows them (a code far from
+    every token, early in training): the codes then differ from a guard-free Sinkhorn's for a few percent
+    of the tokens.
+
+    Returns:
+        ``(codes (n,) int64, g (K,) the code potentials ε log(row scaling), (mean, std, min) of the normalisation)``.
+    """
+    comm = comm or Communicator()
+    with full_precision(dists.device):
+        a = dists.float()
+        mean, std = a.mean(), a.std()
+        a = (a - mean) / (std + 1e-6)
+        low = a.min()
+        a = a - low
+        q = torch.exp(-a * inverse_temperature).T  # (K, n)
+        k, n_local = q.shape
+        n = sum(comm.gather_sizes(n_local, device=dists.device))
+        total = comm.all_reduce_(q.sum().reshape(1))
+        q /= total + 1e-8
+        log_rows = torch.zeros(k, 1, device=q.device)
+        for _ in range(iters):
+            rows = comm.all_reduce_(q.sum(1, keepdim=True))
+            q /= rows + 1e-8
+            q /= k
+            log_rows -= torch.log((rows + 1e-8) * k)
+            q /= q.sum(0, keepdim=True) + 1e-8
+            q /= n
+        codes = q.T.max(1).indices  # the first maximum, as argmax
+        g = log_rows[:, 0] / inverse_temperature
+        return codes, g, torch.stack([mean, std, low])

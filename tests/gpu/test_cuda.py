@@ -61,13 +61,13 @@ def test_fixed_iteration_solves_never_synchronise(mode):
 
 
 def test_cuda_autocast_never_reaches_the_solver():
-    from otlearn.ot import sinkhorn
+    from otlearn.ot import SinkhornSolver, sinkhorn
     from otlearn.vq import OTVectorQuantizer
     from tests._modes import AutocastSpy
 
     scores = torch.log_softmax(3 * torch.randn(2000, 50, device="cuda"), dim=1)
     reference = sinkhorn(scores, 0.1, tol=1e-5, max_iter=5000)
-    quantizer = OTVectorQuantizer(64, 16, tol=1e-4, max_iter=2000).cuda()
+    quantizer = OTVectorQuantizer(64, 16, solver=SinkhornSolver(tol=1e-4, max_iter=2000)).cuda()
     x = torch.randn(1024, 16, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16), AutocastSpy() as spy:
         result = sinkhorn(scores, 0.1, tol=1e-5, max_iter=5000)
