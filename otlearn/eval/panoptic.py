@@ -3,8 +3,10 @@
 Per image, a predicted segment and a ground-truth segment of the same category match when their
 IoU > 0.5 (so matches are unique); the union leaves out predicted pixels that fall on VOID
 (ground-truth id 0). Crowd ground-truth segments never match and are not false negatives.
-Unmatched non-crowd ground truth = FN; an unmatched prediction is a FP unless more than half of it
-lies on VOID or on crowd regions of its category. Counts are pooled per category over the whole
+Unmatched non-crowd ground truth = FN — every *listed* one, also a listed segment with no pixels, as
+panopticapi counts it; an unmatched prediction is a FP unless more than half of it lies on VOID or on
+the crowd region of its category (with several crowd segments of one category in an image, the one
+listed last, as in panopticapi). Predicted segments with no pixels are skipped (panopticapi rejects them). Counts are pooled per category over the whole
 dataset, then
 
     PQ_c = Σ_TP IoU / (TP + ½ FP + ½ FN),  SQ_c = Σ_TP IoU / TP,  RQ_c = TP / (TP + ½ FP + ½ FN)
@@ -56,9 +58,12 @@ class PanopticQuality:
         """Add one image: ``pred_ids``/``gt_ids`` (H, W) int segment ids (0 = VOID) and their segment lists."""
         if pred_ids.shape != gt_ids.shape:
             raise ValueError(f"prediction {tuple(pred_ids.shape)} and ground truth {tuple(gt_ids.shape)} differ in shape")
+        pred_segments, gt_segments = list(pred_segments), list(gt_segments)
         pred_cat = _categories(pred_segments, "prediction")
         gt_cat = _categories(gt_segments, "ground truth")
         gt_crowd = {int(s["id"]) for s in gt_segments if s.get("iscrowd", 0)}
+        # per category, the crowd segment listed last (panopticapi's dict assignment in list order)
+        crowd_by_cat = {int(s["category_id"]): int(s["id"]) for s in gt_segments if s.get("iscrowd", 0)}
         for name, cats in (("prediction", pred_cat), ("ground truth", gt_cat)):
             unknown = set(cats.values()) - self.known
             if unknown:
@@ -90,9 +95,8 @@ class PanopticQuality:
                 matched_gt.add(g)
                 matched_pred.add(p)
         for g, c in gt_cat.items():
-            if g not in matched_gt and g not in gt_crowd and gt_area.get(g, 0) > 0:
+            if g not in matched_gt and g not in gt_crowd:
                 self.fn[c] += 1
-        crowd_by_cat = {gt_cat[g]: g for g in gt_crowd}
         for p, c in pred_cat.items():
             if p in matched_pred or pred_area.get(p, 0) == 0:
                 continue

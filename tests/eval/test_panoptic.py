@@ -120,3 +120,28 @@ def test_bootstrap_interval_brackets_the_estimate_and_paired_self_difference_is_
     assert (pooled.tp[0], pooled.fn[1]) == by_hand
     assert est == pytest.approx(pooled.compute()["pq_th"])
     assert bootstrap_pq(per_image, "th", n_boot=200, paired_with=per_image) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("listed,expected_fp", [([6, 5], 0), ([5, 6], 1)])
+def test_two_crowd_segments_of_one_category_the_last_listed_excuses(listed, expected_fp):
+    """panopticapi keeps, per category, the crowd segment listed last: a prediction lying 3/4 on crowd
+    segment 5 and 1/4 on crowd segment 6 is excused (not a FP) only when 5 is listed after 6."""
+    gt = torch.tensor([[5, 5, 5, 6, 6, 6, 6, 6]])
+    pred = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0]])
+    crowds = {5: seg(5, 0, crowd=1), 6: seg(6, 0, crowd=1)}
+    m = PanopticQuality(THINGS, STUFF)
+    m.update(pred, [seg(1, 0)], gt, [crowds[i] for i in listed])
+    assert (m.tp[0], m.fn[0], m.fp[0]) == (0, 0, expected_fp)
+
+
+def test_listed_ground_truth_segment_without_pixels_is_a_false_negative():
+    gt = torch.tensor([[1, 1, 2, 2]])
+    pred = gt.clone()
+    segs = [seg(1, 0), seg(2, 1)]
+    m = PanopticQuality(THINGS, STUFF)
+    m.update(pred, segs, gt, segs + [seg(9, 1)])  # segment 9 is listed but has no pixel
+    assert (m.tp[0], m.tp[1], m.fn[1], m.fn[0]) == (1, 1, 1, 0)
+    assert m.per_class()[1]["pq"] == pytest.approx(1 / 1.5)  # 1 / (TP + ½ FN)
+    crowd_only = PanopticQuality(THINGS, STUFF)
+    crowd_only.update(pred, segs, gt, segs + [seg(9, 1, crowd=1)])  # a listed empty crowd segment is no FN
+    assert crowd_only.fn[1] == 0
