@@ -6,13 +6,20 @@ from torch.utils.data import DataLoader
 
 from otlearn.data.digits import Digits, DigitsAugment
 from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset, label_view_seed
+from otlearn.data.resumable import ResumableLoader
+
+
+def _trainer_of(datamodule: pl.LightningDataModule):
+    """The datamodule's trainer, read when a loader starts an iteration (``None`` outside a fit)."""
+    return lambda: datamodule.trainer
 
 
 class DigitsDataModule(pl.LightningDataModule):
     """Digits with the fixed stratified 70/30 split.
 
     * train: augmented training split (random affine, brightness, noise), reshuffled per epoch
-      from ``(seed, epoch)`` — the same order and the same augmentations after a resume;
+      from ``(seed, epoch)`` — the same order and the same augmentations after a resume, which starts at
+      the batch it stopped at even inside an epoch (:class:`~otlearn.data.resumable.ResumableLoader`);
     * ``label_dataset()``: the training split without augmentation (the SeLa label pass);
       ``label_dataset(view=v)``: the same, augmented under a view-specific seed;
     * val / test: the held-out 30% without augmentation.
@@ -63,8 +70,8 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(self.train_set, seed=self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=False,
-                          num_workers=self.num_workers, persistent_workers=False)
+        return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=False,
+                               num_workers=self.num_workers, persistent_workers=False, trainer=_trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_dataset(), batch_size=512, num_workers=self.num_workers)
@@ -109,7 +116,8 @@ class PatchesDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(self.train_set, seed=self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                               trainer=_trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_dataset(), batch_size=512, num_workers=self.num_workers)
@@ -141,17 +149,23 @@ class ShapesDataModule(pl.LightningDataModule):
         self.train_set = SyntheticPanopticShapes(hp.train_size, hp.image_size, seed=hp.seed)
         self.val_set = SyntheticPanopticShapes(hp.val_size, hp.image_size, seed=hp.seed + 1)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset) -> DataLoader:
         from otlearn.data.shapes import collate_panoptic
 
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate_panoptic,
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, collate_fn=collate_panoptic,
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        from otlearn.data.shapes import collate_panoptic
+
+        # reshuffled per epoch from (seed, epoch), so that a resume inside an epoch continues exactly
+        return ResumableLoader(self.train_set, batch_size=self.hparams.batch_size, collate_fn=collate_panoptic,
+                               sampler=EpochShuffleSampler(self.train_set, seed=self.hparams.seed),
+                               num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+                               trainer=_trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
