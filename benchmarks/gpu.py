@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _harness import markdown_table, update_results  # noqa: E402
 
 from otlearn.ot import AssignmentProblem, SinkhornConvergenceWarning, SinkhornSolver, sinkhorn  # noqa: E402
-from otlearn.ot.anchors import swav_sinkhorn  # noqa: E402
+from otlearn.testing.anchors import swav_sinkhorn  # noqa: E402
 
 
 def cuda_time(fn, repeats: int = 5) -> tuple[float, object]:

@@ -44,7 +44,7 @@ from _harness import PeakMemory, markdown_table, median_time, read_bandwidth_gbs
 
 from otlearn.data.scores import confident_network  # noqa: E402
 from otlearn.ot import SinkhornConvergenceWarning, sinkhorn  # noqa: E402
-from otlearn.ot.anchors import swav_sinkhorn  # noqa: E402
+from otlearn.testing.anchors import swav_sinkhorn  # noqa: E402
 
 TARGETS = (1e-2, 1e-3, 1e-4)
 TIME_BUDGET_S = 30.0  # one POT run slower than this is reported as "> budget"

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from otlearn.ot import sinkhorn
-from otlearn.ot.anchors import sela_sinkhorn_knopp, swav_sinkhorn
+from otlearn.testing.anchors import sela_sinkhorn_knopp, swav_sinkhorn
 
-from .conftest import random_problem
+from tests.ot.conftest import random_problem
 
 
 @pytest.mark.parametrize("seed", range(5))
