@@ -62,6 +62,46 @@ class PseudoLabel:
     n_iters: int = 0
 
 
+class GeodesicStages:
+    """The geodesic stages of one image, each computed from the previous (K thing seeds, N thing pixels).
+
+    Attributes:
+        class_prob: (K, N) ``p(class of seed k)`` at each thing pixel.
+        dist: (K, N) geodesic distances from the annotated points.
+        initial: (N,) initial masks ``argmax_k (1 − d_k / max d) · p(class_k)`` (geodesic nearest point).
+        reseeded: (N,) the initial masks again, from the centroid-reseeded seeds (computed when first read).
+        reseeded_dist: (K, N) geodesic distances from those seeds (``dist`` when no seed moved).
+    """
+
+    def __init__(self, cmap, foreground, seeds, labels, boundary, embeddings, weights: CostWeights) -> None:
+        """From the category-wise map (C, H, W), the thing foreground (H, W), the seeds (K, 2) and their labels
+        (K,): one graph; one Dijkstra pass from the points, and one from the moved seeds when they are read."""
+        self._graph = GeodesicGraph.build(cmap, boundary, embeddings, weights)
+        self._foreground, self._seeds = foreground, seeds
+        self.class_prob = cmap[labels][:, foreground]
+        self.dist = self._graph.distances(seeds)[:, foreground]
+        self.initial = initial_assignment(self.dist, self.class_prob)
+        self._reseeded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _reseed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._reseeded is None:
+            new_seeds = reseed(self.initial, self._foreground, self._seeds)
+            if not bool((new_seeds != self._seeds).any()):
+                self._reseeded = (self.initial, self.dist)
+            else:
+                new_dist = self._graph.distances(new_seeds)[:, self._foreground]
+                self._reseeded = (initial_assignment(new_dist, self.class_prob), new_dist)
+        return self._reseeded
+
+    @property
+    def reseeded(self) -> torch.Tensor:
+        return self._reseed()[0]
+
+    @property
+    def reseeded_dist(self) -> torch.Tensor:
+        return self._reseed()[1]
+
+
 def default_solver() -> SinkhornSolver:
     """Point2Mask's solver settings (see :class:`PseudoMaskGenerator`)."""
     return SinkhornSolver(tol=1e-2, max_iter=3000, eps_scaling=0.3, mode="kernel")
@@ -192,35 +232,23 @@ class PseudoMaskGenerator:
         if self.method == "watershed":
             elevation = boundary if boundary is not None else 1.0 - cmap.max(0).values
             return watershed_assignment(elevation, seeds, foreground), None, 0
-        graph = GeodesicGraph.build(cmap, boundary, embeddings, self.weights)  # one graph, both Dijkstra passes
-        class_prob = cmap[labels][:, foreground]  # (K, N) p(class of point k) at each thing pixel
-        dist = graph.distances(seeds)[:, foreground]
-        owner = initial_assignment(dist, class_prob)
+        stages = GeodesicStages(cmap, foreground, seeds, labels, boundary, embeddings, self.weights)
         if self.method == "geodesic":
-            return owner, None, 0
-        owner, reseeded_dist = self._reseeded(graph, owner, foreground, seeds, class_prob, dist)
+            return stages.initial, None, 0
         if self.method == "centroid":
-            return owner, None, 0
-        cost, capacities = self._ot_inputs(reseeded_dist if self.ot_seeds == "reseeded" else dist, owner, class_prob,
-                                           capacities)
-        ot_owner, n_iters = self.transport(cost, capacities)
-        return ot_owner, capacities, n_iters
+            return stages.reseeded, None, 0
+        cost, capacities = self._ot_inputs(stages, capacities)
+        owner, n_iters = self.transport(cost, capacities)
+        return owner, capacities, n_iters
 
-    def _reseeded(self, graph, owner, foreground, seeds, class_prob, dist) -> tuple[torch.Tensor, torch.Tensor]:
-        """The initial assignment again from the centroid-reseeded seeds, and the (K, N) distances from
-        those seeds (``owner`` and ``dist`` when none moved)."""
-        new_seeds = reseed(owner, foreground, seeds)
-        if not bool((new_seeds != seeds).any()):
-            return owner, dist
-        new_dist = graph.distances(new_seeds)[:, foreground]
-        return initial_assignment(new_dist, class_prob), new_dist
-
-    def _ot_inputs(self, dist, reseeded, class_prob, capacities):
-        """(K, N) transport cost and (K,) supplies: given ones, or the reseeded / nearest cell sizes."""
+    def _ot_inputs(self, stages: GeodesicStages, capacities: torch.Tensor | None = None):
+        """(K, N) transport cost (from the seeds ``ot_seeds`` names) and (K,) supplies: the given ones, or
+        the cell sizes ``capacity`` names (nearest-seed cells of the cost's seeds, or the reseeded masks)."""
+        dist = stages.reseeded_dist if self.ot_seeds == "reseeded" else stages.dist
         if capacities is None:
-            source = dist.argmin(0) if self.capacity == "nearest" else reseeded
+            source = dist.argmin(0) if self.capacity == "nearest" else stages.reseeded
             capacities = torch.bincount(source, minlength=dist.shape[0]).double()
-        cost = dist if self.ot_cost == "distance" else class_weighted_cost(dist, class_prob)
+        cost = dist if self.ot_cost == "distance" else class_weighted_cost(dist, stages.class_prob)
         return cost, capacities
 
     def ot_problem(self, probs, points, point_labels, boundary=None, embeddings=None):
@@ -230,12 +258,8 @@ class PseudoMaskGenerator:
         boundary = None if boundary is None else boundary.double().cpu()
         embeddings = None if embeddings is None else embeddings.double().cpu()
         cmap, foreground, _, k_idx = self.layout(probs, points, point_labels)
-        seeds, labels = points[k_idx], point_labels[k_idx]
-        graph = GeodesicGraph.build(cmap, boundary, embeddings, self.weights)
-        class_prob = cmap[labels][:, foreground]
-        dist = graph.distances(seeds)[:, foreground]
-        owner, reseeded_dist = self._reseeded(graph, initial_assignment(dist, class_prob), foreground, seeds, class_prob, dist)
-        return self._ot_inputs(reseeded_dist if self.ot_seeds == "reseeded" else dist, owner, class_prob, None)
+        stages = GeodesicStages(cmap, foreground, points[k_idx], point_labels[k_idx], boundary, embeddings, self.weights)
+        return self._ot_inputs(stages)
 
     def layout(self, probs: torch.Tensor, points: torch.Tensor, point_labels: torch.Tensor):
         """What every method shares: the category-wise map (C, H, W), the thing foreground (H, W) bool,
