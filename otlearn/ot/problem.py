@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal, Union
+from typing import Literal, NamedTuple, Union
 
 import torch
 import torch.distributed as dist
@@ -28,12 +28,36 @@ from otlearn.comm import Communicator, host_values, resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-# layout of the per-rank status vector: host-known entries, then entries measured on the device
-_HOST_PROBLEMS, _N_LOCAL, _N_COLS, _EPS, _B_GIVEN, _RHO = range(6)
-_N_HOST = 6
-_S_BAD, _S_LOW, _S_HIGH, _A_BAD, _A_NEG, _A_MIN, _A_SUM, _B_BAD, _B_NEG, _B_MIN, _B_POS = range(_N_HOST, _N_HOST + 11)
-_N_DEVICE = 11
 DtypeArg = Union[torch.dtype, Literal["auto"]]
+
+
+class RankStatus(NamedTuple):
+    """What validation learns of one rank's inputs; travels as one float64 vector per rank (all-gathered).
+
+    The first six fields are known on the host, the others are measured on the device (:func:`_device_status`).
+    """
+
+    host_problems: float  # number of host-side problems (types, shapes, ε, ρ)
+    n_local: float
+    n_cols: float  # -1 when the shapes are invalid
+    eps: float
+    b_given: float  # 1.0 when b was passed
+    rho: float  # -1.0 for the hard column marginal
+    s_bad: float  # non-finite scores (a flag; the exact count on the error path)
+    s_low: float
+    s_high: float
+    a_bad: float
+    a_neg: float
+    a_min: float
+    a_sum: float
+    b_bad: float
+    b_neg: float
+    b_min: float
+    b_pos: float  # columns of positive mass
+
+
+_N_HOST = 6
+_N_DEVICE = len(RankStatus._fields) - _N_HOST
 
 
 @dataclass
@@ -141,30 +165,31 @@ class AssignmentProblem:
         host_problems = _host_problems(scores, eps, a, b, b_penalty)
         valid = not host_problems
         device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
-        host = [0.0] * _N_HOST
-        host[_HOST_PROBLEMS] = len(host_problems)
-        host[_N_LOCAL] = scores.shape[0] if valid else 0
-        host[_N_COLS] = scores.shape[1] if valid else -1
-        host[_EPS] = float(eps) if isinstance(eps, (int, float)) else math.nan
-        host[_B_GIVEN] = float(b is not None)
-        host[_RHO] = -1.0 if b_penalty is None or host_problems else float(b_penalty)
+        host = [
+            float(len(host_problems)),
+            float(scores.shape[0]) if valid else 0.0,
+            float(scores.shape[1]) if valid else -1.0,
+            float(eps) if isinstance(eps, (int, float)) else math.nan,
+            float(b is not None),
+            -1.0 if b_penalty is None or host_problems else float(b_penalty),
+        ]
         measured = _device_status(scores, a, b, check_finite, device) if valid else torch.zeros(_N_DEVICE, device=device)
         if comm.distributed:
             status = torch.cat([torch.tensor(host, dtype=torch.float64, device=device), measured.double()])
-            table = host_values(torch.stack(comm.all_gather(status)))  # the one host read of validation
+            rows = host_values(torch.stack(comm.all_gather(status)))  # the one host read of validation
         else:
-            table = [host + host_values(measured)]
-        if any(row[_HOST_PROBLEMS] > 0 for row in table):
+            rows = [host + host_values(measured)]
+        table = [RankStatus(*row) for row in rows]
+        if any(row.host_problems > 0 for row in table):
             _raise_host_problems(comm, host_problems)
-        if any(row[_S_BAD] for row in table):  # error path: the exact counts, on every rank together
+        if any(row.s_bad for row in table):  # error path: the exact counts, on every rank together
             mine = int((~torch.isfinite(scores)).sum()) if check_finite and scores.numel() else 0
-            for row, count in zip(table, comm.all_gather_object(mine)):
-                row[_S_BAD] = count
+            table = [row._replace(s_bad=count) for row, count in zip(table, comm.all_gather_object(mine))]
         _raise_on_any(table)
 
-        n_global = int(sum(row[_N_LOCAL] for row in table))
-        row_offset = int(sum(row[_N_LOCAL] for row in table[: comm.rank]))
-        total_a = sum(row[_A_SUM] for row in table)
+        n_global = int(sum(row.n_local for row in table))
+        row_offset = int(sum(row.n_local for row in table[: comm.rank]))
+        total_a = sum(row.a_sum for row in table)
         if n_global == 0:
             raise ValueError("scores have 0 rows on every rank: there is nothing to assign")
         if not total_a > 0:
@@ -180,14 +205,14 @@ class AssignmentProblem:
         else:
             b64 = b.to(device=device, dtype=torch.float64)
             b64 = b64 / b64.sum()
-        if comm.distributed and any(row[_B_GIVEN] for row in table):
+        if comm.distributed and any(row.b_given for row in table):
             _check_same_b(comm, b64)  # every rank takes part, also those that passed None
         b_norm = b64.to(dtype)
-        all_positive = all(row[_B_POS] == row[_N_COLS] for row in table)
-        rows_positive = all(row[_A_MIN] > 0 or row[_N_LOCAL] == 0 for row in table)
-        measured_rows = [row for row in table if row[_N_LOCAL] > 0]
-        low = min(row[_S_LOW] for row in measured_rows) if check_finite else math.nan
-        high = max(row[_S_HIGH] for row in measured_rows) if check_finite else math.nan
+        all_positive = all(row.b_pos == row.n_cols for row in table)
+        rows_positive = all(row.a_min > 0 or row.n_local == 0 for row in table)
+        measured_rows = [row for row in table if row.n_local > 0]
+        low = min(row.s_low for row in measured_rows) if check_finite else math.nan
+        high = max(row.s_high for row in measured_rows) if check_finite else math.nan
         return cls(scores, float(eps), a_norm, b_norm, comm, n_global, row_offset, dtype, all_positive,
                    None if b_penalty is None else float(b_penalty), rows_positive, auto_dtype, low, high)
 
@@ -255,7 +280,7 @@ def _host_problems(scores: object, eps: object, a: object, b: object, b_penalty:
 
 
 def _device_status(scores: torch.Tensor, a, b, check_finite: bool, device: torch.device) -> torch.Tensor:
-    """(11,) float64 device-side counts of what is wrong with valid-shaped inputs (one stack, no read):
+    """(11,) float64 device-side counts (the device fields of :class:`RankStatus`, in order) of what is wrong with valid-shaped inputs (one stack, no read):
     non-finite scores, their min and max; for a and b: non-finite and negative entries, min (and sum
     of a, positive entries of b); masses that were not given read as uniform."""
     zero = torch.zeros((), dtype=torch.float64, device=device)
@@ -294,30 +319,30 @@ def _raise_host_problems(comm: Communicator, mine: list[str]) -> None:
     raise ValueError("invalid Sinkhorn input: " + "; ".join(messages))
 
 
-def _raise_on_any(table: list[list[float]]) -> None:
-    """Raise the same ValueError on every rank from the gathered status vectors."""
+def _raise_on_any(table: list[RankStatus]) -> None:
+    """Raise the same ValueError on every rank from the gathered statuses."""
     messages = []
     for rank, row in enumerate(table):
         prefix = f"rank {rank}: " if len(table) > 1 else ""
-        if row[_S_BAD]:
-            messages.append(prefix + f"scores contain {int(row[_S_BAD])} NaN/Inf entries; expected finite scores")
-        for name, bad, neg, low in (("a", _A_BAD, _A_NEG, _A_MIN), ("b", _B_BAD, _B_NEG, _B_MIN)):
-            if row[bad]:
+        if row.s_bad:
+            messages.append(prefix + f"scores contain {int(row.s_bad)} NaN/Inf entries; expected finite scores")
+        for name, bad, neg, low in (("a", row.a_bad, row.a_neg, row.a_min), ("b", row.b_bad, row.b_neg, row.b_min)):
+            if bad:
                 messages.append(prefix + f"{name} contains NaN/Inf; expected finite non-negative masses")
-            elif row[neg]:
-                messages.append(prefix + f"{name} has negative entries (min {row[low]:.3g}); masses must be >= 0")
-        if not row[_B_BAD] and not row[_B_NEG] and row[_B_POS] == 0 and row[_N_COLS] > 0:
+            elif neg:
+                messages.append(prefix + f"{name} has negative entries (min {low:.3g}); masses must be >= 0")
+        if not row.b_bad and not row.b_neg and row.b_pos == 0 and row.n_cols > 0:
             messages.append(prefix + "b is all zeros; at least one column mass must be positive")
     if messages:
         raise ValueError("invalid Sinkhorn input: " + "; ".join(messages))
-    cols = {int(row[_N_COLS]) for row in table}
+    cols = {int(row.n_cols) for row in table}
     if len(cols) > 1:
-        per_rank = ", ".join(f"rank {r}: K={int(row[_N_COLS])}" for r, row in enumerate(table))
+        per_rank = ", ".join(f"rank {r}: K={int(row.n_cols)}" for r, row in enumerate(table))
         raise ValueError(f"the number of columns K differs across ranks ({per_rank}); every rank must pass the same K")
-    epss = {row[_EPS] for row in table}
+    epss = {row.eps for row in table}
     if len(epss) > 1:
         raise ValueError(f"eps differs across ranks ({sorted(epss)}); every rank must pass the same eps")
-    rhos = {row[_RHO] for row in table}
+    rhos = {row.rho for row in table}
     if len(rhos) > 1:
         shown = sorted("None" if r < 0 else f"{r:g}" for r in rhos)
         raise ValueError(f"b_penalty differs across ranks ({shown}); every rank must pass the same b_penalty")
