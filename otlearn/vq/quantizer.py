@@ -52,6 +52,42 @@ OPTVQ_SETTINGS: dict = {"b_penalty": None, "codebook_update": "gradient", "codeb
                         "dead_code_threshold": None}
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """How an input holds its tokens: ``(…, D)`` (tokens on the last dim; a single ``(D,)`` token too) or
+    ``(B, D, H, W)`` (channels = D)."""
+
+    shape: tuple[int, ...]
+    spatial: bool
+
+    @classmethod
+    def of(cls, x: torch.Tensor, dim: int) -> "TokenLayout":
+        spatial = x.dim() == 4
+        if (x.shape[1] if spatial else x.shape[-1]) != dim:
+            raise ValueError(f"expected tokens of dimension {dim}, got input of shape {tuple(x.shape)}")
+        return cls(tuple(x.shape), spatial)
+
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, D) tokens, in the order :meth:`restore` undoes."""
+        if self.spatial:
+            return x.permute(0, 2, 3, 1).reshape(-1, self.shape[1])
+        return x.reshape(-1, self.shape[-1])
+
+    def restore(self, flat: torch.Tensor) -> torch.Tensor:
+        """(n, D) back to the input's shape."""
+        if self.spatial:
+            b, c, h, w = self.shape
+            return flat.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return flat.reshape(self.shape)
+
+    def indices(self, idx: torch.Tensor, heads: int) -> torch.Tensor:
+        """Code indices (n·heads,) as ``shape[:-1] + (heads,)``, or ``(B, heads, H, W)`` for spatial input."""
+        if self.spatial:
+            b, _, h, w = self.shape
+            return idx.reshape(b, h, w, heads).permute(0, 3, 1, 2)
+        return idx.reshape(*self.shape[:-1], heads)
+
+
 @dataclass
 class QuantizerOutput:
     """Result of a forward pass.
@@ -384,14 +420,8 @@ class OTVectorQuantizer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         """Quantise ``x`` of shape (…, D) or (B, D, H, W) (channels = D)."""
-        spatial = x.dim() == 4
-        if spatial:
-            b, c, h, w = x.shape
-            flat = x.permute(0, 2, 3, 1).reshape(-1, c)
-        else:
-            flat = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x[None]
-        if flat.shape[-1] != self.dim:
-            raise ValueError(f"expected tokens of dimension {self.dim}, got input of shape {tuple(x.shape)}")
+        layout = TokenLayout.of(x, self.dim)
+        flat = layout.flatten(x)
         if not host_values(torch.isfinite(flat).all().reshape(1))[0]:  # the forward's one host read
             raise ValueError("the quantizer input contains NaN/Inf; check the encoder (learning rate, precision)")
         tokens = flat.reshape(-1, self.code_dim)
@@ -420,15 +450,7 @@ class OTVectorQuantizer(nn.Module):
         probs = counts.float() / counts.sum().clamp(min=1)
         entropy = -torch.where(probs > 0, probs * probs.clamp(min=1e-30).log(), torch.zeros_like(probs)).sum()
         stats.update(perplexity=entropy.exp().detach(), used_fraction=(counts > 0).float().mean())
-        out = out.reshape(flat.shape)
-        indices = idx.reshape(flat.shape[0], self.heads)
-        if spatial:
-            out = out.reshape(b, h, w, c).permute(0, 3, 1, 2)
-            indices = indices.reshape(b, h, w, self.heads).permute(0, 3, 1, 2)
-        else:
-            out = out.reshape(x.shape)
-            indices = indices.reshape(*x.shape[:-1], self.heads) if x.dim() > 1 else indices[0]
-        return QuantizerOutput(out, indices, loss, stats)
+        return QuantizerOutput(layout.restore(out.reshape(flat.shape)), layout.indices(idx, self.heads), loss, stats)
 
     @torch.compiler.disable
     def _ema_update(self, tokens: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
