@@ -4,15 +4,6 @@ from otlearn.ot import SinkhornSolver
 from otlearn.vq import OPTVQ_SETTINGS, OTVectorQuantizer
 
 
-def quantize_shard(rank: int, world_size: int, x, sizes, k: int, normalize: str, rounding: str = "argmax"):
-    torch.manual_seed(0)
-    q = OTVectorQuantizer(k, x.shape[1], normalize=normalize, rounding=rounding,  # group="auto": WORLD
-                          solver=SinkhornSolver(tol=1e-6, max_iter=5000), **OPTVQ_SETTINGS)
-    start = sum(sizes[:rank])
-    out = q(x[start : start + sizes[rank]])
-    return out.indices.numpy(), q.ema_g.numpy(), q.ema_stats.numpy()
-
-
 def kmeans_init_shard(rank: int, world_size: int, x, sizes, k: int):
     """Each rank's codebook after the first training batch with the default k-means init."""
     q = OTVectorQuantizer(k, x.shape[1], codebook_update="gradient")  # codes stay at the k-means centres

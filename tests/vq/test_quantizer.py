@@ -6,9 +6,11 @@ import torch
 
 from otlearn.ot import SinkhornSolver, sinkhorn
 from otlearn.vq import OPTVQ_SETTINGS, OTVectorQuantizer, usage_stats
+from tests._cases import quantizer_case
 from tests._dist import run_workers
+from tests._harness import assert_sharded_equals_single
 
-from ._workers import kmeans_init_shard, quantize_shard
+from ._workers import kmeans_init_shard
 
 
 def _data(seed, n=300, d=8):
@@ -76,29 +78,22 @@ def test_optvq_mode_keeps_the_official_guards_where_they_change_codes(seed):
     assert torch.equal(ours, official)
 
 
-@pytest.mark.parametrize("world_size,sizes,normalize,rounding", [
-    (2, [130, 57], "all", "argmax"), (2, [0, 101], "all", "argmax"), (3, [40, 33, 70], "dim", "argmax"),
-    (2, [130, 57], "all", "balanced"), (3, [0, 61, 90], "all", "balanced"),
+@pytest.mark.parametrize("sizes,normalize,rounding,assignment", [
+    ([130, 57], "all", "argmax", "ot"), ([0, 101], "all", "argmax", "ot"), ([40, 33, 70], "dim", "argmax", "ot"),
+    ([130, 57], "all", "balanced", "ot"), ([0, 61, 90], "all", "balanced", "ot"),
 ])
-def test_distributed_assignment_equals_single_process(world_size, sizes, normalize, rounding):
-    """W processes holding uneven shards (one empty) give the codes of one process on all tokens; the potentials
-    agree to float32 summation order (the quantizer computes in float32: reductions in another order move g by a
-    few units of float32's resolution, 2^-24 · max|g| ≈ 1e-6 here)."""
+def test_distributed_assignment_equals_single_process(sizes, normalize, rounding, assignment):
+    """W processes holding uneven shards (one empty) give the codes of one process on all tokens (the shared
+    harness); the potentials and normalisation statistics agree to float32 reduction order. (``optvq`` is not
+    among the cases: the official code normalises each process's distances by its own statistics, so its codes
+    depend on the sharding by design.)"""
     x = _data(7, n=sum(sizes))
-    torch.manual_seed(0)
-    single = OTVectorQuantizer(24, 8, normalize=normalize, rounding=rounding, solver=SinkhornSolver(tol=1e-6, max_iter=5000),
-                               **OPTVQ_SETTINGS)
-    ref = single(x)
-    outs = run_workers(quantize_shard, world_size, x, sizes, 24, normalize, rounding)
-    codes = np.concatenate([o[0] for o in outs])
-    np.testing.assert_array_equal(codes, ref.indices.numpy())
+    single = assert_sharded_equals_single(quantizer_case, (x,), sizes,
+                                          dict(k=24, normalize=normalize, rounding=rounding, assignment=assignment),
+                                          row_outputs=("codes",), dtype=torch.float32, tolerance=(1e-5, 1e-6))
     if rounding == "balanced":
-        counts = np.bincount(codes.reshape(-1), minlength=24)
+        counts = np.bincount(single["codes"].reshape(-1), minlength=24)
         assert counts.max() - counts.min() <= 1  # exactly balanced over the global batch
-    scale = float(np.abs(single.ema_g.numpy()).max()) + 1.0
-    for _, g, stats in outs:
-        np.testing.assert_allclose(g, single.ema_g.numpy(), rtol=0, atol=1e-6 * scale)
-        np.testing.assert_allclose(stats, single.ema_stats.numpy(), rtol=1e-5, atol=1e-6)  # float32 sums in another order
 
 
 @pytest.mark.parametrize("estimator", ["ste", "rotation"])
