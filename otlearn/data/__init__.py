@@ -6,5 +6,6 @@ from otlearn.data.patches import NaturalPatches
 from otlearn.data.panoptic_files import COCOPanoptic, VOCPanoptic
 from otlearn.data.shapes import SyntheticPanopticShapes, collate_panoptic
 from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset, ShardSampler
+from otlearn.data.resumable import ResumableLoader
 
-__all__ = ["COCOPanoptic", "SyntheticPanopticShapes", "ShapesDataModule", "NaturalPatches", "PatchesDataModule", "VOCPanoptic", "collate_panoptic", "CIFAR10Folder", "ImageDataModule", "TorchvisionAugment", "image_folder", "Digits", "DigitsAugment", "DigitsDataModule", "EpochShuffleSampler", "IndexedDataset", "ShardSampler"]
+__all__ = ["COCOPanoptic", "SyntheticPanopticShapes", "ShapesDataModule", "NaturalPatches", "PatchesDataModule", "VOCPanoptic", "collate_panoptic", "CIFAR10Folder", "ImageDataModule", "TorchvisionAugment", "image_folder", "Digits", "DigitsAugment", "DigitsDataModule", "EpochShuffleSampler", "IndexedDataset", "ResumableLoader", "ShardSampler"]

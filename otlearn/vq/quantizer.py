@@ -162,12 +162,17 @@ class OTVectorQuantizer(nn.Module):
         ema_decay: decay of the inference EMAs.
         group: process group for ``"ot"`` and the EMA codebook; ``"auto"`` = the default group when
             initialised, ``None`` = this process alone.
+
+    Everything after ``dim`` is keyword-only. The options stay flat keyword arguments, one per setting, on
+    purpose: they map one to one onto YAML keys (``quantizer_kwargs: {ema_decay: 0.8}``) and command-line
+    overrides, and :data:`OPTVQ_SETTINGS` is a plain dict of them, as vector-quantize-pytorch's are.
     """
 
     def __init__(
         self,
         num_codes: int,
         dim: int,
+        *,
         heads: int = 1,
         distance: Literal["euclidean", "cosine"] = "euclidean",
         normalize: Literal["all", "dim", "none"] = "all",
