@@ -95,9 +95,9 @@ def step_time(fn, repeats: int = 50) -> float:
 
 
 def quantizer_step(assignment: str, batch: int, k: int, d: int = 16):
-    q = OTVectorQuantizer(k, d, assignment=assignment)
-    opt = torch.optim.Adam(q.parameters(), lr=1e-3)
-    x = torch.randn(batch, d)
+    q = OTVectorQuantizer(k, d, assignment=assignment)  # the defaults: an EMA codebook, so the gradient goes to x
+    x = torch.randn(batch, d, requires_grad=True)  # stands in for an encoder's output
+    opt = torch.optim.Adam([x, *q.parameters()], lr=1e-3)
 
     def run():
         loss = q(x).loss

@@ -50,6 +50,7 @@ def collect(
     device: torch.device | str | None = None,
     to_cpu: bool = True,
     on_batch: Callable[[], None] | None = None,
+    transfer: Callable[[Any], Any] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None:
     """Run ``fn(batch)`` over ``loader`` with ``module`` in eval mode (restored afterwards).
 
@@ -58,6 +59,8 @@ def collect(
         entries: batch entries to keep, ``{name: key or position}``, each a (B,) integer tensor
             (e.g. ``{"index": "index", "target": "target"}``).
         device: where batches go (default: the module's parameters' device).
+        transfer: moves a batch to the device instead (e.g. a LightningModule's ``transfer_batch_to_device``,
+            so that a module's own batch types and hooks apply); default: every tensor of the collection.
         to_cpu: move the outputs to the CPU (entries always are).
         on_batch: called after each batch (progress reporting).
 
@@ -72,7 +75,7 @@ def collect(
     outputs: list[list[torch.Tensor]] | None = None
     try:
         for batch in loader:
-            batch = move_data_to_device(batch, device)
+            batch = transfer(batch) if transfer is not None else move_data_to_device(batch, device)
             out = fn(batch)
             out = [out] if isinstance(out, torch.Tensor) else list(out)
             if outputs is None:

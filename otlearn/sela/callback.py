@@ -356,7 +356,8 @@ class SelfLabelCallback(pl.Callback):
             return [lg.float().softmax(1) if probabilities else lg for lg in logits]
 
         collected = collect(pl_module, loader, head_outputs, {"index": self.index_key}, device=pl_module.device,
-                            to_cpu=False, on_batch=lambda: bar.update(1))
+                            to_cpu=False, on_batch=lambda: bar.update(1),
+                            transfer=lambda batch: pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
         return None if collected is None else (collected[0]["index"], collected[1])
 
     def _label_loaders(self, trainer: pl.Trainer) -> list[DataLoader]:
