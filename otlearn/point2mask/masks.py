@@ -131,8 +131,8 @@ class PseudoMaskGenerator:
             nearest-seed cells of the cost's seeds) or "centroid" (Point2Mask: the pixel counts of the
             reseeded initial masks). ``ot_seeds="original", capacity="centroid"`` is Point2Mask;
             ``ot_seeds="original", capacity="nearest"`` its warm-up, which reproduces the geodesic
-            partition. On the recipe's network maps (3 trained networks) the default is +0.9 PQ_th over
-            geodesic nearest point [+0.3, +1.5], Point2Mask's setting +0.4 [−0.1, +0.9] (benchmarks/RESULTS.md).
+            partition. On the recipe's network maps (3 trained networks) the default is +1.1 PQ_th over
+            geodesic nearest point [+0.6, +1.7], Point2Mask's setting +1.0 [+0.5, +1.5] (benchmarks/RESULTS.md).
         stuff_threshold: stuff pixels whose top probability is below this are ignored.
         point_square: side (pixels) of the square around each point written into the category-wise
             map with probability 1 (Point2Mask uses 17 at full resolution; 1 = the point only).
