@@ -228,7 +228,7 @@ def test_tuple_batches_with_a_named_index_position_and_round_progress(tmp_path, 
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, callbacks=[sela], logger=False,
                          default_root_dir=tmp_path, enable_model_summary=False, enable_progress_bar=True,
                          enable_checkpointing=False)
-    trainer.fit(module, DataLoader(data, batch_size=128, shuffle=True), )
+    trainer.fit(module, DataLoader(data, batch_size=128, shuffle=True))
     assert sela.rounds_done == [0, 1]
     counts = torch.bincount(sela.labels[0], minlength=10)
     assert counts.max() - counts.min() <= 1  # balanced labels of the tuple dataset's samples
