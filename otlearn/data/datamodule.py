@@ -6,12 +6,7 @@ from torch.utils.data import DataLoader
 
 from otlearn.data.digits import Digits, DigitsAugment
 from otlearn.data.indexed import EpochShuffleSampler, IndexedDataset, label_view_seed
-from otlearn.data.resumable import ResumableLoader
-
-
-def _trainer_of(datamodule: pl.LightningDataModule):
-    """The datamodule's trainer, read when a loader starts an iteration (``None`` outside a fit)."""
-    return lambda: datamodule.trainer
+from otlearn.data.resumable import ResumableLoader, trainer_of
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -71,7 +66,7 @@ class DigitsDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(self.train_set, seed=self.seed)
         return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=False,
-                               num_workers=self.num_workers, persistent_workers=False, trainer=_trainer_of(self))
+                               num_workers=self.num_workers, persistent_workers=False, trainer=trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_dataset(), batch_size=512, num_workers=self.num_workers)
@@ -117,7 +112,7 @@ class PatchesDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(self.train_set, seed=self.seed)
         return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                               trainer=_trainer_of(self))
+                               trainer=trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_dataset(), batch_size=512, num_workers=self.num_workers)
@@ -162,7 +157,7 @@ class ShapesDataModule(pl.LightningDataModule):
         return ResumableLoader(self.train_set, batch_size=self.hparams.batch_size, collate_fn=collate_panoptic,
                                sampler=EpochShuffleSampler(self.train_set, seed=self.hparams.seed),
                                num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
-                               trainer=_trainer_of(self))
+                               trainer=trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -150,11 +150,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         from otlearn.data.indexed import EpochShuffleSampler
-        from otlearn.data.resumable import ResumableLoader
+        from otlearn.data.resumable import ResumableLoader, trainer_of
 
         return ResumableLoader(self.train_set, batch_size=self.batch_size, sampler=EpochShuffleSampler(self.train_set, self.seed),
                                num_workers=self.num_workers, drop_last=True, persistent_workers=False,
-                               trainer=lambda: self.trainer)
+                               trainer=trainer_of(self))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_dataset(), batch_size=self.batch_size, num_workers=self.num_workers)

@@ -25,6 +25,12 @@ from typing import Any, Callable, Iterator
 from torch.utils.data import DataLoader
 
 
+def trainer_of(datamodule: Any) -> Callable[[], Any]:
+    """``trainer=`` for a datamodule's :class:`ResumableLoader`: its trainer, read when an iteration starts
+    (``None`` outside a fit)."""
+    return lambda: getattr(datamodule, "trainer", None)
+
+
 def training_batches(trainer: Any, loader_length: int) -> int:
     """Batches per training epoch: the trainer's count, or (before Lightning has set it) the loader's
     length under ``limit_train_batches``."""

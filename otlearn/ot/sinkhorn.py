@@ -265,35 +265,35 @@ class SinkhornSolver:
 
     @torch.compiler.disable
     def __call__(
-        self, problem: AssignmentProblem, init_g: torch.Tensor | None = None, *, check_init_g: bool = True
+        self, problem: AssignmentProblem, init_g: torch.Tensor | None = None, *, check_init_g: bool = True,
+        keep_scores: bool | None = None,
     ) -> SinkhornResult:
         """Solve ``problem``, warm-starting from ``init_g`` (K,) when given.
 
         ``check_init_g=False`` skips the NaN/+inf check of ``init_g`` (its one host read), for callers
-        that pass the ``g`` of a previous result (the quantizer, every step).
+        that pass the ``g`` of a previous result (the quantizer, every step). ``keep_scores`` overrides
+        the solver's setting for this call (the functional :func:`sinkhorn` keeps them).
         """
+        keep = self.keep_scores if keep_scores is None else keep_scores
         problem = self._with_precision(problem)
         with full_precision(problem.device):
             if init_g is not None:
                 init_g = _checked_init_g(problem, init_g, check_init_g)
             factor = self._eps_factor(problem)
             if factor is None:
-                result = self._solve(problem, init_g)
-                result.stages = [problem.eps]
-                return result
+                return self._solve(problem, init_g, self.return_plan)._hold(problem, keep)
             n_iters, errors, stages = 0, [], []
-            stage_solver = replace(self, return_plan=False)
             for eps in _eps_stages(problem, factor):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SinkhornConvergenceWarning)
-                    result = stage_solver._solve(replace(problem, eps=eps), init_g)
+                    result = self._solve(replace(problem, eps=eps), init_g, return_plan=False)
                 init_g, n_iters, errors = result.g, n_iters + result.n_iters, errors + result.errors
                 stages.append(eps)
-            result = self._solve(problem, init_g)
+            result = self._solve(problem, init_g, self.return_plan)
             result.n_iters += n_iters
             result.errors = errors + result.errors
             result.stages = stages + [problem.eps]
-            return result
+            return result._hold(problem, keep)
 
     def _with_precision(self, problem: AssignmentProblem) -> AssignmentProblem:
         """``dtype="auto"``: float64 when ``2^-24 · max|S| / ε > tol / 10`` (tol 1e-3 in fixed mode)."""
@@ -314,7 +314,8 @@ class SinkhornSolver:
             return None
         return AUTO_EPS_FACTOR if problem.score_range / problem.eps > self.max_iter else None
 
-    def _solve(self, problem: AssignmentProblem, init_g: torch.Tensor | None) -> SinkhornResult:
+    def _solve(self, problem: AssignmentProblem, init_g: torch.Tensor | None, return_plan: bool) -> SinkhornResult:
+        """One stage at ``problem.eps``; the caller attaches the problem to the result (:meth:`SinkhornResult._hold`)."""
         mode = self._pick_mode(problem)
         op = KernelOperator(problem, self.chunk_size, self._kernel_buffer(problem)) if mode == "kernel" \
             else LogOperator(problem, self.chunk_size)
@@ -379,14 +380,14 @@ class SinkhornSolver:
         if error is None:
             error = marginal.error(op.g if relaxed else None, op.col)
         f, g = op.potentials()
-        plan = op.take_plan() if self.return_plan else None
+        plan = op.take_plan() if return_plan else None
         if plan is not None and plan is self._kernel_cache:
             self._kernel_cache = None  # the buffer now belongs to the result
         return SinkhornResult(
             f, g, n_iters, converged, errors, mode=mode, n_rebuilds=op.n_builds, final_error=error, kept_plan=plan,
             dtype=problem.dtype, stages=[problem.eps], acceleration="anderson" if self.accelerates else "none",
             rejected=rejected,
-        )._hold(problem, self.keep_scores)
+        )
 
     def _kernel_buffer(self, problem: AssignmentProblem) -> torch.Tensor:
         shape = (problem.n_local, problem.n_cols)
@@ -467,8 +468,7 @@ def sinkhorn(
         changed = sorted(name for name, value in options.items() if value != _SOLVER_DEFAULTS[name])
         if changed:
             raise ValueError(f"sinkhorn(): pass solver options either in solver= or as arguments, not both (got {changed})")
-        solver = replace(solver, keep_scores=keep_scores)
-    return solver(problem, init_g=init_g)
+    return solver(problem, init_g=init_g, keep_scores=keep_scores)
 
 
 _SOLVER_DEFAULTS = {f.name: f.default for f in fields(SinkhornSolver) if f.init}
