@@ -14,7 +14,10 @@ one thing point:
   their reseeded mask, or given capacities), the thing pixels consume one unit each, the cost is
   the geodesic distance from the *original* points divided by its maximum; entropic OT with the
   core solver (log domain, float64, ε relative to that unit cost scale); the hard mask is the
-  argmax of each pixel's plan row, i.e. ``argmin_k (d_k(p) − g_k)``;
+  argmax of each pixel's plan row, i.e. ``argmin_k (d_k(p) − g_k)``; with ``mass < 1`` the
+  transport is *partial*: the points ship ``mass · N`` units (each ``mass · μ_k``) and a dustbin
+  of constant cost takes the other ``(1 − mass) · N``, so the pixels that are most expensive for
+  every point under the transport's prices are left VOID;
 * ``watershed`` — marker watershed (scikit-image) of the boundary map from the thing points,
   inside the foreground (a classical baseline).
 
@@ -133,6 +136,15 @@ class PseudoMaskGenerator:
             ``ot_seeds="original", capacity="nearest"`` its warm-up, which reproduces the geodesic
             partition. On the recipe's network maps (3 trained networks) the default is +1.1 PQ_th over
             geodesic nearest point [+0.6, +1.7], Point2Mask's setting +1.0 [+0.5, +1.5] (benchmarks/RESULTS.md).
+        mass: the fraction of the thing foreground that the points receive (method "ot" only).
+            1 (default, Point2Mask): every foreground pixel goes to a point. ``m < 1``: partial
+            transport — the points supply ``m · μ_k / Σ μ · N`` (the capacities scaled to ``m · N``), an
+            extra dustbin row of constant cost 1 (the unit cost scale) supplies ``(1 − m) · N``, and the
+            pixels whose argmax is the dustbin are left VOID (ignored by the losses). As the dustbin
+            costs the same for every pixel, its value does not matter: this is the partial OT problem
+            of moving ``m · N`` units at least cost. For maps whose thing foreground overshoots the
+            objects (a network's halos): on the recipe's network maps about 28% of the predicted
+            foreground is not a thing; on near-exact maps a fraction < 1 only erodes correct masks.
         stuff_threshold: stuff pixels whose top probability is below this are ignored.
         point_square: side (pixels) of the square around each point written into the category-wise
             map with probability 1 (Point2Mask uses 17 at full resolution; 1 = the point only).
@@ -148,6 +160,7 @@ class PseudoMaskGenerator:
     capacity: Literal["centroid", "nearest"] = "nearest"
     ot_cost: Literal["distance", "class_weighted"] = "distance"
     ot_seeds: Literal["original", "reseeded"] = "reseeded"
+    mass: float = 1.0
     stuff_threshold: float = 0.5
     point_square: int = 1
     class_presence: bool = True
@@ -166,6 +179,10 @@ class PseudoMaskGenerator:
             raise ValueError(f"thing_classes {bad} are outside [0, num_classes={self.num_classes})")
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        if not 0.0 < self.mass <= 1.0:
+            raise ValueError(f"mass must lie in (0, 1] (the fraction of the foreground the points receive), got {self.mass!r}")
+        if self.mass < 1.0 and self.method != "ot":
+            raise ValueError(f"mass < 1 (partial transport) needs method='ot', got method={self.method!r}")
         if self.point_square < 1:
             raise ValueError(f"point_square must be >= 1, got {self.point_square!r}")
 
@@ -278,27 +295,36 @@ class PseudoMaskGenerator:
         return cmap, foreground, semantic, torch.nonzero(thing_point).reshape(-1)
 
     def transport(self, dist: torch.Tensor, capacities: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Hard OT assignment of N pixels to K points.
+        """Hard OT assignment of N pixels to K points (partial when ``mass < 1``).
 
         Args:
             dist: (K, N) geodesic costs from the points to the thing pixels.
-            capacities: (K,) supplies ``μ_k >= 0`` (normalised to the N units the pixels consume).
+            capacities: (K,) supplies ``μ_k >= 0`` (normalised to the ``mass · N`` units the points ship).
 
         Returns:
-            (N,) int64 point index per pixel (argmax of each plan row) and the iteration count.
+            (N,) int64 point index per pixel (argmax of each plan row; -1 = the dustbin of a partial
+            transport) and the iteration count.
         """
         K, N = dist.shape
-        if K == 1:
+        partial = self.mass < 1.0
+        if K == 1 and not partial:
             return torch.zeros(N, dtype=torch.long), 0
         capacities = capacities.double().clamp_min(0.0)
         if not capacities.sum() > 0:
             capacities = torch.ones(K, dtype=torch.float64)
         scale = float(dist.max())
-        cost = dist.T / (scale if scale > 0 else 1.0)
+        cost = dist.T / (scale if scale > 0 else 1.0)  # (N, K), in [0, 1]
+        if partial:  # a dustbin column of constant cost 1 takes (1 - mass) of the pixels
+            capacities = torch.cat([capacities * (self.mass / float(capacities.sum())),
+                                    torch.tensor([1.0 - self.mass], dtype=torch.float64)])
+            cost = torch.cat([cost, torch.ones(N, 1, dtype=cost.dtype)], dim=1)
         with warnings.catch_warnings():  # the argmax is what is used; tol and max_iter only bound the work
             warnings.simplefilter("ignore", SinkhornConvergenceWarning)
             result = sinkhorn(-cost, self.eps, b=capacities, dtype=torch.float64, solver=self.solver)
-        return result.assignments(), result.n_iters
+        owner = result.assignments()
+        if partial:
+            owner = torch.where(owner == K, torch.full_like(owner, -1), owner)
+        return owner, result.n_iters
 
 
 def assemble(instance: torch.Tensor, semantic: torch.Tensor, point_labels: torch.Tensor) -> tuple[torch.Tensor, list]:

@@ -49,6 +49,9 @@ class PointSupervisedSegmentation(pl.LightningModule):
         solver: the transport's :class:`~otlearn.ot.SinkhornSolver` (default
             :func:`otlearn.point2mask.masks.default_solver`).
         point_square: side of the square around each point in the category-wise map.
+        pseudo_mass: the fraction of the thing foreground the points receive (``PseudoMaskGenerator.mass``;
+            ``pseudo_method="ot"`` only): 1 is Point2Mask's full transport, < 1 a partial transport
+            whose dustbin leaves the most expensive pixels VOID.
         capacity_warmup_steps: before this step OT capacities are the nearest-point cell sizes
             (Point2Mask's warm-up), afterwards the centroid-based counts.
         pseudo_start_step: steps of point-only training before pseudo-label losses start (the
@@ -74,6 +77,7 @@ class PointSupervisedSegmentation(pl.LightningModule):
         eps: float = 1e-3,
         solver: SinkhornSolver | None = None,
         point_square: int = 1,
+        pseudo_mass: float = 1.0,
         capacity_warmup_steps: int = 0,
         pseudo_start_step: int = 20,
         w_point: float = 1.0,
@@ -96,7 +100,8 @@ class PointSupervisedSegmentation(pl.LightningModule):
         self.net = PanopticNet(num_classes, backbone, embed_dim, width)
         weights = CostWeights(cost_semantic, cost_boundary, cost_feature, cost_step, cost_stride)
         common = dict(num_classes=num_classes, thing_classes=self.thing_classes, method=pseudo_method,
-                      weights=weights, eps=eps, solver=solver or default_solver(), point_square=point_square)
+                      weights=weights, eps=eps, solver=solver or default_solver(), point_square=point_square,
+                      mass=pseudo_mass)
         self.generator = PseudoMaskGenerator(**common)
         self.warmup_generator = PseudoMaskGenerator(**common, capacity="nearest", ot_seeds="original")
         self.val_pq = PanopticQuality(self.thing_classes, self.stuff_classes)

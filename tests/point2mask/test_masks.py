@@ -220,3 +220,64 @@ def test_category_map_keeps_present_classes_and_marks_point_squares():
     cmap = category_map(probs, torch.tensor([[4, 4]]), torch.tensor([2]), square=3)
     assert (cmap[:2] == 0).all()  # classes without a point are zeroed
     assert (cmap[2, 3:6, 3:6] == 1).all() and cmap[2, 0, 0] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_partial_transport_is_pots_exact_partial_ot(seed):
+    """``mass < 1``: the points ship their capacities scaled to ``mass · N`` and the rest of the pixels are left to
+    the dustbin. That is the partial OT problem of moving ``mass · N`` units at least cost, which POT solves
+    exactly (``ot.partial.partial_wasserstein``, an LP); with integral capacities its plan is a hard assignment,
+    and the entropic plan's argmax at small ε must reproduce it. Costs are i.i.d. uniform so that the LP's plan is
+    unique (geodesic costs have plateaus where d_k − d_j is constant over whole regions, and a plan splits those
+    pixels: see ``test_transport_meets_the_capacities``)."""
+    ot_partial = pytest.importorskip("ot.partial", reason="POT (the reference) is not installed")
+    import numpy as np
+
+    g = torch.Generator().manual_seed(100 + seed)
+    K, N = int(torch.randint(2, 7, (1,), generator=g)), 800
+    dist = torch.rand(K, N, generator=g, dtype=torch.float64) * 5.0
+    mass = [0.75, 0.5, 0.9, 0.3][seed]
+    share = torch.rand(K, generator=g, dtype=torch.float64) + 0.5
+    caps = torch.floor(share / share.sum() * mass * N)
+    caps[-1] += mass * N - caps.sum()  # integers summing to mass · N, so each point ships exactly caps_k
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", mass=mass, eps=1e-4, class_presence=False,
+                              solver=SinkhornSolver(tol=1e-6, max_iter=200_000, eps_scaling=0.3, mode="kernel"))
+    owner, _ = gen.transport(dist, caps)
+    cost = (dist.T / dist.max()).numpy()
+    plan = ot_partial.partial_wasserstein(np.ones(N), caps.numpy(), cost, m=float(mass * N))
+    moved = plan.sum(1)
+    assert np.all((moved < 1e-9) | (moved > 1 - 1e-9))  # the LP's plan is integral: each pixel all or nothing
+    exact = torch.from_numpy(np.where(moved > 0.5, plan.argmax(1), -1))
+    agree = float((owner == exact).double().mean())
+    assert agree >= 0.995, agree
+    assert abs(int((owner < 0).sum()) - round((1 - mass) * N)) <= 0.005 * N
+    value = float(torch.from_numpy(cost)[torch.arange(N)[owner >= 0], owner[owner >= 0]].sum())
+    assert value <= float((plan * cost).sum()) * (1 + 1e-3)
+
+
+def test_partial_transport_of_one_point_keeps_its_cheapest_pixels():
+    """With one point (cost measured from it), partial transport keeps the ``mass · N`` pixels nearest to it
+    (geodesic cost) and leaves the
+    others VOID, whatever the dustbin's constant cost."""
+    probs, points, labels, boundary = _random_image(3)
+    points, labels = points[:1], torch.tensor([0])
+    gen = PseudoMaskGenerator(4, [0, 1, 2], method="ot", mass=0.6, ot_seeds="original", class_presence=False,
+                              solver=SinkhornSolver(tol=1e-6, max_iter=100_000, eps_scaling=0.3, mode="kernel"))
+    out = gen(probs[None], [points], [labels], boundary=boundary[None])[0]
+    cmap, foreground, _, _ = gen.layout(probs.double(), points, labels)
+    dist = point_distances(cmap, points, boundary.double(), None, gen.weights)[0][foreground]
+    kept = out.instance[foreground] == 0
+    n_kept = round(0.6 * int(foreground.sum()))
+    assert abs(int(kept.sum()) - n_kept) <= 2
+    order = dist.argsort()
+    assert bool(kept[order[: n_kept - 2]].all()) and not bool(kept[order[n_kept + 2:]].any())
+    assert bool((out.segment_ids[foreground][~kept] == 0).all())  # the dustbin's pixels are VOID
+
+
+def test_partial_mass_is_checked():
+    with pytest.raises(ValueError, match=r"mass must lie in \(0, 1\]"):
+        PseudoMaskGenerator(3, [0], mass=0.0)
+    with pytest.raises(ValueError, match=r"mass must lie in \(0, 1\]"):
+        PseudoMaskGenerator(3, [0], mass=1.5)
+    with pytest.raises(ValueError, match="needs method='ot'"):
+        PseudoMaskGenerator(3, [0], method="geodesic", mass=0.8)

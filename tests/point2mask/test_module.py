@@ -91,3 +91,23 @@ def test_distributed_pq_equals_single_process():
     for world in (2, 3):
         for result in run_workers(pq_of_shard, world, 6):
             assert result == pytest.approx(single)
+
+
+def test_partial_transport_pseudo_masks_train_and_leave_the_dustbin_void():
+    """``pseudo_mass`` reaches the generator: about (1 − mass) of each image's thing foreground is VOID in the
+    pseudo-labels the losses see (ignored by the semantic loss), and a training step stays finite."""
+    torch.manual_seed(0)
+    model = PointSupervisedSegmentation(num_classes=5, thing_classes=[0, 1, 2], backbone="resnet10t", width=16,
+                                        pseudo_start_step=0, pseudo_mass=0.7)
+    assert model.generator.mass == 0.7 and model.warmup_generator.mass == 0.7
+    batch = collate_panoptic([SyntheticPanopticShapes(2, 48, seed=1)[i] for i in range(2)])
+    for label, probs, points, labels in zip(model.pseudo_labels(batch), model(batch["image"])["point_logits"].softmax(1),
+                                            batch["points"], batch["point_labels"]):
+        _, foreground, _, _ = model.generator.layout(probs.double(), points, labels)
+        void = float((label.instance[foreground] < 0).double().mean())
+        assert abs(void - 0.3) < 0.02, void
+        assert bool((label.semantic[foreground][label.instance[foreground] < 0] == 255).all())
+    model.log_dict = lambda d, **kw: None
+    assert torch.isfinite(model.training_step(batch, 0))
+    with pytest.raises(ValueError, match="needs method='ot'"):
+        PointSupervisedSegmentation(num_classes=5, thing_classes=[0, 1, 2], pseudo_method="voronoi", pseudo_mass=0.7)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ARMS = {"voronoi", "geodesic", "centroid", "ot", "ot_true_capacity", "watershed"}
+ARMS = {"voronoi", "geodesic", "centroid", "ot", "ot_true_capacity", "watershed", "ot_partial", "centroid_drop"}
 
 
 def test_point2mask_shapes_smoke(tmp_path):
@@ -21,7 +21,9 @@ def test_point2mask_shapes_smoke(tmp_path):
     for arm in ARMS:
         row = metrics["pseudo"][arm]
         assert row["pq_th_ci_low"] <= row["pq_th"] <= row["pq_th_ci_high"]
-    assert set(metrics["trained"]) == {"ot", "voronoi"}
+    assert set(metrics["trained"]) == {"ot_partial", "ot", "voronoi"}
+    assert metrics["network_maps_of"] == "ot_partial" and "ot_partial" in metrics["pseudo_network_maps"]
+    assert set(metrics["ablation"]) == {"minus", "ci"}
     for row in metrics["trained"].values():
         assert {"pq", "pq_th", "pq_st", "miou"} <= set(row)
     assert (out / "overlay.png").stat().st_size > 0
