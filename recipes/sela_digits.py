@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -34,9 +35,25 @@ from otlearn.eval import (ClusteringEvalCallback, KNNEvalCallback, clustering_me
                           extract, knn_accuracy, linear_probe)
 from otlearn.eval import plots
 from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
-from otlearn.sela import LabelSchedule, SelfLabelCallback, SelfLabeling
+from otlearn.sela import LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling, knn_graph
 
 ARMS = ("sela", "sela_relaxed", "kmeans_pixels", "kmeans_random_net", "pixels")
+
+
+@dataclass
+class PixelGraph:
+    """The recipe's :class:`~otlearn.sela.NeighbourSmoothing`: a ``k``-nearest-neighbour graph (cosine) of the raw
+    training images, propagation weight ``alpha``, ``steps`` steps."""
+
+    k: int = 20
+    alpha: float = 0.5
+    steps: int = 3
+
+
+def pixel_smoothing(dm: DigitsDataModule, graph) -> NeighbourSmoothing:
+    """The smoothing over the kNN graph of ``dm``'s un-augmented label-dataset images (dataset index order)."""
+    images = dm.label_dataset().base.images
+    return NeighbourSmoothing(knn_graph(images.flatten(1), graph.k), alpha=graph.alpha, steps=graph.steps)
 
 
 def build_parser() -> ArgumentParser:
@@ -56,7 +73,10 @@ def build_parser() -> ArgumentParser:
                         help="also run the arm sela_relaxed: the same SeLa with sela.b_penalty = this ρ")
     parser.add_class_arguments(SelfLabeling, "model")
     parser.add_class_arguments(DigitsDataModule, "data", skip={"seed"})
-    parser.add_class_arguments(SelfLabelCallback, "sela", skip={"label_dataset", "label_dataloader", "seed", "solver_dtype", "group", "index_key"})
+    parser.add_argument("--smoothing", type=Optional[PixelGraph], default=None,
+                        help="SeLa's predictions smoothed over a kNN graph of the raw training images before each label solve")
+    parser.add_class_arguments(SelfLabelCallback, "sela", skip={"label_dataset", "label_dataloader", "seed", "solver_dtype", "group",
+                                                                "index_key", "smoothing"})
     return parser
 
 
@@ -103,6 +123,8 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
     sela_kwargs["solver"] = SinkhornSolver(**(sela_kwargs.get("solver") or {}))
     if b_penalty is not None:
         sela_kwargs.update(b_penalty=b_penalty, rounding="argmax")
+    if cfg.smoothing is not None:
+        sela_kwargs["smoothing"] = pixel_smoothing(dm, cfg.smoothing)
     sela_cb = SelfLabelCallback(**sela_kwargs, seed=seed)
     clus_cb = ClusteringEvalCallback(every_n_epochs=cfg.eval_every)
     knn_cb = KNNEvalCallback(k=cfg.knn_k, temperature=cfg.knn_temperature, every_n_epochs=cfg.eval_every)

@@ -44,6 +44,7 @@ from otlearn.eval.features import batch_entry, collect
 from otlearn.ot import SinkhornSolver
 from otlearn.sela.labeling import assign_labels
 from otlearn.sela.schedule import LabelSchedule
+from otlearn.sela.smoothing import NeighbourSmoothing
 
 
 @runtime_checkable
@@ -108,6 +109,15 @@ class SelfLabelCallback(pl.Callback):
             position in tuple/list batches (solo-learn's ``(index, views, target)``: 0).
         progress: show the label pass and the solves as a progress bar on rank 0 (when the trainer
             shows one). Each round's duration is logged as ``sela/round_seconds``.
+        smoothing: a :class:`~otlearn.sela.smoothing.NeighbourSmoothing` (a fixed kNN graph over the label
+            dataset, α, steps): each head's predictions are propagated over the graph before its label solve,
+            ``P̃ = (1 − α) P + α W P̃`` (``steps`` times), and the solve uses ``log P̃``. It couples the labels of
+            samples close in the graph's space, e.g. the raw inputs
+            (``NeighbourSmoothing(knn_graph(images, 20))``). Measured on digits (5 seeds, at 2 and at 1 torch
+            threads): kNN accuracy of the features +0.014 / +0.005 (0.965 → 0.979, 0.968 → 0.973), NMI within
+            the seed spread (0.880 ± 0.040 → 0.885 ± 0.040, 0.902 ± 0.043 → 0.910 ± 0.020; benchmarks/RESULTS.md).
+            Every rank gathers the (N, K) predictions of each head for it (one all-gather per head and round).
+            ``None`` (default): SeLa.
     """
 
     def __init__(
@@ -129,6 +139,7 @@ class SelfLabelCallback(pl.Callback):
         group: dist.ProcessGroup | Literal["auto"] | None = "auto",
         index_key: str | int = "index",
         progress: bool = True,
+        smoothing: NeighbourSmoothing | None = None,
     ) -> None:
         if not lam > 0:
             raise ValueError(f"lam (λ = 1/ε) must be > 0, got {lam!r}")
@@ -163,6 +174,9 @@ class SelfLabelCallback(pl.Callback):
         self.group = group
         self.index_key = index_key
         self.progress = progress
+        if smoothing is not None and not isinstance(smoothing, NeighbourSmoothing):
+            raise ValueError(f"smoothing must be a NeighbourSmoothing or None, got {type(smoothing).__name__}")
+        self.smoothing = smoothing
         # state saved in checkpoints
         self.labels: torch.Tensor | None = None  # (T, N) int64
         self._device_labels: tuple[torch.Tensor, torch.Tensor] | None = None  # (labels it copies, copy)
@@ -285,6 +299,9 @@ class SelfLabelCallback(pl.Callback):
             raise ValueError(f"cluster_prior has {len(self.cluster_prior)} masses, the heads have K = {ks}")
         if self.labels.shape[0] != len(ks):
             raise ValueError(f"checkpoint holds labels for {self.labels.shape[0]} heads, the module has {len(ks)}")
+        if self.smoothing is not None and self.smoothing.num_samples != self.labels.shape[1]:
+            raise ValueError(f"smoothing's graph covers {self.smoothing.num_samples} samples, the label dataset has "
+                             f"{self.labels.shape[1]}")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -330,6 +347,8 @@ class SelfLabelCallback(pl.Callback):
             total = None
         with self._progress_bar(trainer, total) as bar:
             indices, banks = self._fill_bank(trainer, pl_module, len(ks), loaders, bar)
+            if self.smoothing is not None:
+                banks = self._smooth(indices, banks, comm)
             bar.set_postfix_str("solving")
             relaxed = self.b_penalty is not None and trainer.current_epoch >= self.relax_after
             bank, heads, self.potentials = assign_labels(
@@ -343,6 +362,23 @@ class SelfLabelCallback(pl.Callback):
         rows_per_rank = comm.gather_sizes(heads[0]["rows"])
         return {"heads": heads, "seconds": time.perf_counter() - t0, "world_size": comm.world_size,
                 "rows_per_rank": rows_per_rank}
+
+    def _smooth(self, indices: torch.Tensor, banks: list[torch.Tensor], comm: Communicator) -> list[torch.Tensor]:
+        """This rank's scores after :attr:`smoothing`: per head, every rank's rows of ``softmax(bank)`` are gathered
+        into the (N, K) matrix, propagated over the graph, and this rank's rows of its log returned."""
+        n = self.smoothing.num_samples
+        out = []
+        for bank in banks:
+            (all_idx, all_probs), _ = comm.all_gather_rows(indices, bank.double().softmax(1))
+            full = torch.zeros(n, bank.shape[1], dtype=torch.float64, device=bank.device)
+            seen = torch.zeros(n, dtype=torch.bool, device=bank.device)
+            full[all_idx] = all_probs  # duplicates of a padded sampler carry the same prediction
+            seen[all_idx] = True
+            if not bool(seen.all()):
+                raise ValueError(f"smoothing needs a prediction for every sample: the label pass visited "
+                                 f"{int(seen.sum())} of {n}")
+            out.append(self.smoothing(full)[indices].clamp_min(1e-30).log().to(bank.dtype))
+        return out
 
     def _label_pass(self, loader: DataLoader, pl_module: pl.LightningModule, n_heads: int, probabilities: bool,
                     bar: tqdm):
