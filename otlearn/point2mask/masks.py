@@ -134,8 +134,9 @@ class PseudoMaskGenerator:
             nearest-seed cells of the cost's seeds) or "centroid" (Point2Mask: the pixel counts of the
             reseeded initial masks). ``ot_seeds="original", capacity="centroid"`` is Point2Mask;
             ``ot_seeds="original", capacity="nearest"`` its warm-up, which reproduces the geodesic
-            partition. On the recipe's network maps (3 trained networks) the default is +1.1 PQ_th over
-            geodesic nearest point [+0.6, +1.7], Point2Mask's setting +1.0 [+0.5, +1.5] (benchmarks/RESULTS.md).
+            partition. On the recipe's network maps (3 trained networks) the default is +1.4 PQ_th over
+            geodesic nearest point [+0.7, +2.1], Point2Mask's setting +0.8 [+0.2, +1.4]; with ``mass=0.8`` +4.6
+            [+3.5, +5.7] (benchmarks/RESULTS.md).
         mass: the fraction of the thing foreground that the points receive (method "ot" only).
             1 (default, Point2Mask): every foreground pixel goes to a point. ``m < 1``: partial
             transport — the points supply ``m · μ_k / Σ μ · N`` (the capacities scaled to ``m · N``), an
