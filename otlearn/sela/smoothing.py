@@ -48,7 +48,7 @@ def knn_graph(features: torch.Tensor, k: int, chunk_size: int = 2048) -> torch.T
     return out
 
 
-@dataclass
+@dataclass(eq=False)  # holds tensors: compared by identity
 class NeighbourSmoothing:
     """Propagate each head's predictions over a fixed kNN graph before its label solve (see the module docstring).
 
