@@ -116,7 +116,8 @@ class SelfLabelCallback(pl.Callback):
             (``NeighbourSmoothing(knn_graph(images, 20))``). Measured on digits (5 seeds, at 2 and at 1 torch
             threads): kNN accuracy of the features +0.014 / +0.005 (0.965 → 0.979, 0.968 → 0.973), NMI within
             the seed spread (0.880 ± 0.040 → 0.885 ± 0.040, 0.902 ± 0.043 → 0.910 ± 0.020; benchmarks/RESULTS.md).
-            Every rank gathers the (N, K) predictions of each head for it (one all-gather per head and round).
+            Every rank gathers the (N, K) predictions of each head for it (per round: the indices and each head, one
+            all-gather each).
             ``None`` (default): SeLa.
     """
 
@@ -367,16 +368,16 @@ class SelfLabelCallback(pl.Callback):
         """This rank's scores after :attr:`smoothing`: per head, every rank's rows of ``softmax(bank)`` are gathered
         into the (N, K) matrix, propagated over the graph, and this rank's rows of its log returned."""
         n = self.smoothing.num_samples
+        (all_idx, *all_probs), _ = comm.all_gather_rows(indices, *(bank.double().softmax(1) for bank in banks))
+        seen = torch.zeros(n, dtype=torch.bool, device=indices.device)
+        seen[all_idx] = True
+        if not bool(seen.all()):
+            raise ValueError(f"smoothing needs a prediction for every sample: the label pass visited "
+                             f"{int(seen.sum())} of {n}")
         out = []
-        for bank in banks:
-            (all_idx, all_probs), _ = comm.all_gather_rows(indices, bank.double().softmax(1))
+        for bank, probs in zip(banks, all_probs):
             full = torch.zeros(n, bank.shape[1], dtype=torch.float64, device=bank.device)
-            seen = torch.zeros(n, dtype=torch.bool, device=bank.device)
-            full[all_idx] = all_probs  # duplicates of a padded sampler carry the same prediction
-            seen[all_idx] = True
-            if not bool(seen.all()):
-                raise ValueError(f"smoothing needs a prediction for every sample: the label pass visited "
-                                 f"{int(seen.sum())} of {n}")
+            full[all_idx] = probs  # duplicates of a padded sampler carry the same prediction
             out.append(self.smoothing(full)[indices].clamp_min(1e-30).log().to(bank.dtype))
         return out
 
