@@ -79,32 +79,33 @@ class PatchesDataModule(pl.LightningDataModule):
     """RGB patches of scikit-image's photographs (:class:`~otlearn.data.patches.NaturalPatches`), split by image.
 
     * train: non-augmented training patches (``stride`` apart), reshuffled per epoch from ``(seed, epoch)``;
-    * val / test: patches of the two held-out photographs, ``test_stride`` apart.
+    * val / test: patches of the held-out photographs, ``test_stride`` apart.
 
     Both strides default to half a patch (overlapping patches: four times as many as a plain grid).
 
     Args:
         batch_size: training batch size.
         patch: patch side in pixels; stride, test_stride: grid steps of the two splits.
+        images: the split of photographs, ``"scenes"`` or ``"stereo"`` (see :class:`~otlearn.data.patches.NaturalPatches`).
         seed: seed of the shuffling stream.
         num_workers: DataLoader workers.
     """
 
     def __init__(self, batch_size: int = 128, patch: int = 16, stride: int | None = None,
-                 test_stride: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
+                 test_stride: int | None = None, images: str = "scenes", seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         from otlearn.data.patches import NaturalPatches
 
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.batch_size, self.seed, self.num_workers, self.images = batch_size, seed, num_workers, images
         half = max(1, patch // 2)
         self.patch = patch
         self.test_stride = half if test_stride is None else test_stride
-        self.train_set = IndexedDataset(NaturalPatches("train", patch, half if stride is None else stride))
+        self.train_set = IndexedDataset(NaturalPatches("train", patch, half if stride is None else stride, images))
 
     def test_dataset(self) -> IndexedDataset:
         from otlearn.data.patches import NaturalPatches
 
-        return IndexedDataset(NaturalPatches("test", self.patch, self.test_stride))
+        return IndexedDataset(NaturalPatches("test", self.patch, self.test_stride, self.images))
 
     def set_epoch(self, epoch: int) -> None:
         self.train_set.set_epoch(epoch)

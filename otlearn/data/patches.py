@@ -1,9 +1,17 @@
 """Patches of the natural RGB images that scikit-image ships (``skimage.data``), offline.
 
-A fixed split **by image**: training patches come from four photographs (astronaut, rocket, the left
-view of the stereo motorcycle, immunohistochemistry) and test patches from two others (chelsea the
-cat, coffee), so no test pixel was seen in training. The astronomical and retina images are left out:
-their content (black sky, fundus) has no counterpart in the test photographs. Patches are
+Two fixed splits **by image** (``images=``), so no test pixel was seen in training:
+
+* ``"scenes"``: training patches from four photographs (astronaut, rocket, the left view of the stereo
+  motorcycle, immunohistochemistry), test patches from two other scenes (chelsea the cat, coffee). The
+  test content is not the training content (no sky, no stained tissue, other colours): it measures
+  transfer, and codes of training-only content stay unused on it whatever the quantizer.
+* ``"stereo"``: training patches from the left view of scikit-image's stereo motorcycle pair, test
+  patches from the right view: another photograph (another camera position) of the same scene, so
+  train and test follow the same distribution, as a random split would, without sharing pixels.
+
+The astronomical and retina images are left out: their content (black sky, fundus) has no counterpart
+in the test photographs. Patches are
 ``(3, P, P)`` float32 in [0, 1], cut on a regular grid (``stride`` pixels apart; ``stride < patch``
 overlaps); nearly constant patches (std < 0.02) are dropped, so each split holds textured content.
 """
@@ -17,6 +25,10 @@ from torch.utils.data import Dataset
 
 TRAIN_IMAGES = ("astronaut", "rocket", "motorcycle_left", "immunohistochemistry")
 TEST_IMAGES = ("chelsea", "coffee")
+SPLITS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "scenes": (TRAIN_IMAGES, TEST_IMAGES),
+    "stereo": (("motorcycle_left",), ("motorcycle_right",)),
+}
 FLAT_STD = 0.02
 
 
@@ -24,8 +36,8 @@ def _image(name: str) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1] of one ``skimage.data`` photograph."""
     import skimage.data as data
 
-    if name == "motorcycle_left":
-        image = data.stereo_motorcycle()[0]
+    if name in ("motorcycle_left", "motorcycle_right"):
+        image = data.stereo_motorcycle()[0 if name == "motorcycle_left" else 1]
     else:
         image = getattr(data, name)()
     image = image[..., :3].astype(np.float32) / 255.0
@@ -49,25 +61,29 @@ class NaturalPatches(Dataset):
     """``ds[i] -> (patch (3, P, P) float32 in [0, 1], index of its source image)``.
 
     Args:
-        split: ``"train"`` (astronaut, rocket, the left motorcycle view, immunohistochemistry) or
-            ``"test"`` (chelsea, coffee).
+        split: ``"train"`` or ``"test"``.
         patch: side P in pixels.
         stride: grid step in pixels (default ``patch``: non-overlapping).
+        images: which photographs make the two splits: ``"scenes"`` (train astronaut, rocket, the left
+            motorcycle view, immunohistochemistry; test chelsea, coffee) or ``"stereo"`` (train the left
+            view of the stereo motorcycle, test its right view).
     """
 
-    def __init__(self, split: str = "train", patch: int = 16, stride: int | None = None) -> None:
+    def __init__(self, split: str = "train", patch: int = 16, stride: int | None = None, images: str = "scenes") -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if images not in SPLITS:
+            raise ValueError(f"images must be one of {sorted(SPLITS)}, got {images!r}")
         if patch < 2:
             raise ValueError(f"patch must be >= 2 pixels, got {patch}")
         stride = patch if stride is None else stride
         if stride < 1:
             raise ValueError(f"stride must be >= 1 pixel, got {stride}")
-        names = TRAIN_IMAGES if split == "train" else TEST_IMAGES
+        names = SPLITS[images][0 if split == "train" else 1]
         images, source = _patches(names, patch, stride)
         self.images = torch.from_numpy(images)
         self.targets = torch.from_numpy(source)
-        self.split, self.source_names = split, names
+        self.split, self.source_names, self.image_set = split, names, images
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -27,3 +27,20 @@ def test_overlapping_grid_and_datamodule():
     assert len(dm.test_dataset()) == len(dense)
     with pytest.raises(ValueError, match="split"):
         NaturalPatches("val")
+
+
+def test_stereo_split_trains_on_the_left_view_and_tests_on_the_right():
+    import skimage.data
+
+    train, test = NaturalPatches("train", 16, 8, images="stereo"), NaturalPatches("test", 16, 8, images="stereo")
+    assert train.source_names == ("motorcycle_left",) and test.source_names == ("motorcycle_right",)
+    left, right, _ = skimage.data.stereo_motorcycle()
+    assert not (left == right).all()  # two photographs: no test pixel is a training pixel
+    first = torch.from_numpy(right[:16, :16, :3].astype("float32") / 255).permute(2, 0, 1)
+    assert float(first.flatten().std()) >= FLAT_STD  # textured, so kept: the first test patch is the right view's corner
+    assert torch.equal(test.images[0], first)
+    assert 0.8 < len(test) / len(train) < 1.25  # the same scene: about as many textured patches
+    dm = PatchesDataModule(batch_size=32, patch=16, images="stereo")
+    assert len(dm.train_set) == len(train) and len(dm.test_dataset()) == len(test)
+    with pytest.raises(ValueError, match="images must be one of"):
+        NaturalPatches("train", 16, images="astronaut")
