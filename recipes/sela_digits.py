@@ -35,7 +35,8 @@ from otlearn.eval import (ClusteringEvalCallback, KNNEvalCallback, clustering_me
                           extract, knn_accuracy, linear_probe)
 from otlearn.eval import plots
 from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
-from otlearn.sela import LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling, knn_graph
+from otlearn.sela import (RESTART_SEED_STRIDE, LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling, best_of_restarts, knn_graph,
+                          restart_seeds, self_label_loss)
 
 ARMS = ("sela", "sela_relaxed", "kmeans_pixels", "kmeans_random_net", "pixels")
 
@@ -69,6 +70,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--accelerator", type=str, default="auto")
     parser.add_argument("--progress_bar", type=bool, default=True)
     parser.add_argument("--smoke", type=bool, default=False, help="1 seed, 2 epochs: checks the pipeline only")
+    parser.add_argument("--restarts", type=int, default=1,
+                        help="SeLa fits per seed (seeds s, s+1000, ...); the one of lowest final self-labelling loss is kept")
     parser.add_argument("--relaxed_b_penalty", type=Optional[float], default=None,
                         help="also run the arm sela_relaxed: the same SeLa with sela.b_penalty = this ρ")
     parser.add_class_arguments(SelfLabeling, "model")
@@ -107,7 +110,8 @@ class LabelQualityCallback(pl.Callback):
                                              for row in self.sela.labels]})
 
 
-def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: str = "sela") -> dict[str, Any]:
+def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: str = "sela",
+             name: str | None = None) -> dict[str, Any]:
     pl.seed_everything(seed, workers=True)
     dm = DigitsDataModule(**{**cfg.data.as_dict(), "seed": seed})
     model = SelfLabeling(**cfg.model.as_dict())
@@ -128,7 +132,7 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
     sela_cb = SelfLabelCallback(**sela_kwargs, seed=seed)
     clus_cb = ClusteringEvalCallback(every_n_epochs=cfg.eval_every)
     knn_cb = KNNEvalCallback(k=cfg.knn_k, temperature=cfg.knn_temperature, every_n_epochs=cfg.eval_every)
-    name = f"seed_{seed}" if arm == "sela" else f"{arm}_seed_{seed}"
+    name = name or (f"seed_{seed}" if arm == "sela" else f"{arm}_seed_{seed}")
     seed_dir = os.path.join(out_dir, name)
     quality_cb = LabelQualityCallback(sela_cb, dm.label_dataset().base.targets)
     callbacks = [sela_cb, quality_cb, clus_cb, knn_cb, ModelCheckpoint(dirpath=seed_dir, filename="last", save_last=False,
@@ -149,6 +153,8 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
     return {
         "sela": {k: result[k] for k in ("nmi", "ari", "acc", "knn", "linear")},
         "kmeans_random_net": kmeans_random,
+        "seed": seed,
+        "self_label_loss": self_label_loss(trainer),
         "train_seconds": train_seconds,
         "history": sela_cb.history,
         "label_nmi_curve": quality_cb.curve,
@@ -160,6 +166,25 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
         "loss_csv": os.path.join(out_dir, name, "metrics.csv"),
         "checkpoint": os.path.join(seed_dir, "last.ckpt"),
     }
+
+
+def run_restarts(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: str = "sela") -> dict[str, Any]:
+    """``cfg.restarts`` fits of :func:`run_seed` (seeds ``seed + 1000 r``, :func:`~otlearn.sela.restart_seeds`); the run of lowest final self-labelling loss,
+    with ``"restarts"``: every restart's seed, loss and held-out metrics (reported, never used to choose)."""
+    prefix = "seed" if arm == "sela" else f"{arm}_seed"
+
+    def fit(restart_seed: int) -> dict[str, Any]:
+        r = (restart_seed - seed) // RESTART_SEED_STRIDE
+        return run_seed(cfg, restart_seed, out_dir, b_penalty=b_penalty, arm=arm,
+                        name=f"{prefix}_{seed}" if r == 0 else f"{prefix}_{seed}_restart_{r}")
+
+    selection = best_of_restarts(fit, restart_seeds(seed, cfg.restarts), lambda run: run["self_label_loss"])
+    chosen = dict(selection.chosen)
+    chosen["restarts"] = [{"seed": run["seed"], "loss": run["self_label_loss"], **run["sela"], "train_seconds": run["train_seconds"]}
+                          for run in selection.runs]
+    chosen["chosen_restart"] = selection.best
+    chosen["train_seconds"] = sum(run["train_seconds"] for run in selection.runs)
+    return chosen
 
 
 def summarise(per_seed: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
@@ -222,6 +247,7 @@ def write_report(cfg, summary: dict, runs: list[dict], seeds: list[int], figures
         "# SeLa on digits", "",
         f"{split[0].upper() + split[1:]}; {len(seeds)} seed(s) {seeds}; {cfg.max_epochs} epochs; "
         f"backbone `{cfg.model.backbone}`, heads {cfg.model.num_heads} x K={cfg.model.num_clusters}, λ={cfg.sela.lam}; "
+        + (f"best of {cfg.restarts} restarts per seed by the final self-labelling loss; " if cfg.restarts > 1 else "") +
         f"total {seconds:.0f} s on {torch.get_num_threads()} CPU threads."
         + (" **Smoke run: the pipeline is checked, the numbers mean nothing.**" if cfg.smoke else ""), "",
         "| arm | NMI | ARI | cluster acc | kNN | linear |", "|---|---|---|---|---|---|",
@@ -259,6 +285,18 @@ def write_report(cfg, summary: dict, runs: list[dict], seeds: list[int], figures
         worst = min(r - b for r, b in zip(relaxed["per_seed"]["nmi"], sela["per_seed"]["nmi"]))
         lines.append(f"- relaxed SeLa beats balanced SeLa by ≥ 0.03 NMI on the mean: {relaxed['nmi']:.3f} vs {sela['nmi']:.3f} "
                      f"(gain {gain:+.3f}; worst seed {worst:+.3f}) → {'met' if gain >= 0.03 else 'NOT met'}")
+    if cfg.restarts > 1:
+        lines += ["", f"## Restarts: {cfg.restarts} fits per seed, the lowest final self-labelling loss kept (no class label used)", "",
+                  "Every restart's held-out metrics are shown so the choice can be judged; they play no part in it.", "",
+                  "| seed | restart (seed) | self-label loss | NMI | acc | kNN | kept |", "|---|---|---|---|---|---|---|"]
+        for seed, run in zip(seeds, runs):
+            for r, rs in enumerate(run["restarts"]):
+                lines.append(f"| {seed} | {r} ({rs['seed']}) | {rs['loss']:.4f} | {rs['nmi']:.3f} | {rs['acc']:.3f} | {rs['knn']:.3f} | "
+                             f"{'**kept**' if r == run['chosen_restart'] else ''} |")
+        every = [rs for run in runs for rs in run["restarts"]]
+        lines += ["", f"Over all {len(every)} restarts (no selection): NMI {np.mean([r['nmi'] for r in every]):.3f} ± "
+                      f"{np.std([r['nmi'] for r in every]):.3f}, worst {min(r['nmi'] for r in every):.3f}; "
+                      f"acc worst {min(r['acc'] for r in every):.3f}; kNN {np.mean([r['knn'] for r in every]):.3f}."]
     marks = [1, 5, 10, 20, 40, cfg.max_epochs - 1]
     lines += ["", "## Diagnostics: training-label NMI against the classes after each label round (head 0; max−min over heads)", "",
               "| seed | " + " | ".join(f"epoch {m}" for m in marks) + " | final test NMI |", "|---" * (len(marks) + 2) + "|"]
@@ -300,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_seed: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
     runs, relaxed_runs = [], []
     for seed in cfg.seeds:
-        run = run_seed(cfg, seed, cfg.out_dir)
+        run = run_restarts(cfg, seed, cfg.out_dir)
         runs.append(run)
         per_seed["sela"].append(run["sela"])
         per_seed["kmeans_random_net"].append(run["kmeans_random_net"])
@@ -310,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         per_seed["pixels"].append({**pixels, "linear": lin})
         print(f"seed {seed}: " + json.dumps({k: round(v, 4) for k, v in run["sela"].items()}), flush=True)
         if cfg.relaxed_b_penalty is not None:
-            relaxed = run_seed(cfg, seed, cfg.out_dir, b_penalty=cfg.relaxed_b_penalty, arm="sela_relaxed")
+            relaxed = run_restarts(cfg, seed, cfg.out_dir, b_penalty=cfg.relaxed_b_penalty, arm="sela_relaxed")
             relaxed_runs.append(relaxed)
             per_seed["sela_relaxed"].append(relaxed["sela"])
             print(f"seed {seed} relaxed: " + json.dumps({k: round(v, 4) for k, v in relaxed["sela"].items()}), flush=True)
@@ -318,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = write_plots(runs, cfg.seeds, cfg.out_dir)
     seconds = time.perf_counter() - t0
     summary["meta"] = {"seeds": cfg.seeds, "max_epochs": cfg.max_epochs, "seconds": seconds,
-                       "train_seconds": [r["train_seconds"] for r in runs], "smoke": cfg.smoke}
+                       "train_seconds": [r["train_seconds"] for r in runs], "smoke": cfg.smoke, "restarts": cfg.restarts,
+                       "restart_runs": [r["restarts"] for r in runs], "chosen_restart": [r["chosen_restart"] for r in runs]}
     with open(os.path.join(cfg.out_dir, "metrics.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     write_report(cfg, summary, runs, cfg.seeds, figures, cfg.out_dir, seconds, relaxed_runs)
