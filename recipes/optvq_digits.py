@@ -14,6 +14,7 @@ Writes ``<out_dir>/metrics.json`` (``K256``/``K1024`` → arm → utilization, p
 ms_per_step; means over seeds), ``report.md`` and ``reconstructions.png``.
 
     python recipes/optvq_digits.py --config configs/optvq/digits.yaml [--smoke true]
+    python recipes/optvq_digits.py --config configs/optvq/patches.yaml [--patch_images scenes]
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_argument("--dataset", type=str, default="digits",
                         help="'digits' (8x8 grey) or 'patches' (16x16 RGB patches of skimage.data photographs, split by image)")
+    parser.add_argument("--patch_images", type=str, default="scenes",
+                        help="patches only: 'scenes' (test on other photographs) or 'stereo' (train/test: the two views of one scene)")
     parser.add_argument("--downsamples", type=int, default=1, help="stride-2 encoder stages (token grid = side / 2^n)")
     parser.add_argument("--num_codes", type=list[int], default=[256, 1024])
     parser.add_argument("--arms", type=list[str], default=list(ARMS))
@@ -123,7 +126,7 @@ def evaluate(model: VQAutoencoder, loader: DataLoader, k: int) -> dict[str, floa
 def data_module(cfg, seed: int):
     """The reconstruction data: non-augmented (the images themselves are the targets)."""
     if cfg.dataset == "patches":
-        return PatchesDataModule(batch_size=cfg.batch_size, seed=seed)
+        return PatchesDataModule(batch_size=cfg.batch_size, images=cfg.patch_images, seed=seed)
     if cfg.dataset != "digits":
         raise ValueError(f"dataset must be 'digits' or 'patches', got {cfg.dataset!r}")
     return DigitsDataModule(batch_size=cfg.batch_size, seed=seed, augment=False)
@@ -214,8 +217,8 @@ def token_count(cfg) -> int:
 def write_report(cfg, results: dict, seconds: float) -> None:
     tokens = token_count(cfg)
     what = ("scikit-learn digits (8x8 grey; 1,257 train / 540 test images)" if cfg.dataset == "digits" else
-            "16x16 RGB patches of scikit-image photographs (train: astronaut, rocket, motorcycle, immunohistochemistry; test: chelsea and coffee; both "
-            "stride 8)")
+            f"16x16 RGB patches of scikit-image photographs, split '{cfg.patch_images}' ({patch_split_text(cfg.patch_images)}; "
+            "both stride 8)")
     lines = [f"# OptVQ on {cfg.dataset}", "",
              f"{what}. VQ-VAE (conv, token grid side / {2 ** cfg.downsamples}, tokens of dim {cfg.latent_dim}), "
              f"{cfg.max_epochs} epochs, seeds {cfg.seeds}; test utilisation over {tokens:,} test tokens with "
@@ -246,6 +249,13 @@ def write_report(cfg, results: dict, seconds: float) -> None:
     lines += ["![reconstructions](reconstructions.png)"]
     with open(os.path.join(cfg.out_dir, "report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def patch_split_text(images: str) -> str:
+    from otlearn.data.patches import SPLITS
+
+    train, test = SPLITS[images]
+    return f"train: {', '.join(train)}; test: {', '.join(test)}"
 
 
 def otlearn_description(cfg) -> str:

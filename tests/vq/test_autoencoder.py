@@ -54,3 +54,5 @@ def test_optvq_recipe_smoke(tmp_path, config):
         assert {"utilization", "perplexity", "mse", "psnr", "ssim", "ms_per_step"} <= set(arm)
         assert 0 < arm["ssim"] <= 1 and arm["mse"] > 0
     assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "report.md").exists()
+    if config == "patches":  # the config's split, named with its photographs
+        assert "split 'stereo' (train: motorcycle_left; test: motorcycle_right" in (tmp_path / "report.md").read_text()
