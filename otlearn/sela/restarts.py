@@ -3,15 +3,17 @@
 Self-labelling is non-convex in the partition: a run settles early (on digits by about epoch 20–40) into
 one equal-size partition and keeps it, and which one depends on the seed and on floating-point rounding.
 The partitions that split a class by style and merge two others are the ones the network fits worse:
-over 58 digits runs of earlier sessions (balanced, long-tailed, other augmentations) the final epoch's mean cross-entropy against the self-labels
-ranks the runs' held-out NMI (Spearman ρ = −0.61; within each group of 3–5 seeds of one configuration the
-lowest-loss run was the best or second best). So, as k-means keeps the lowest inertia of ``n_init``
-starts, :func:`best_of_restarts` fits R restarts and keeps the lowest **self-labelling loss**
+over 58 digits runs of earlier sessions (balanced and long-tailed, several augmentations) the final
+epoch's mean cross-entropy against the self-labels ranks the runs' held-out NMI (Spearman ρ = −0.61;
+within each group of 3–5 seeds of one configuration the lowest-loss run was the best or second best).
+So, as k-means keeps the lowest inertia of ``n_init`` starts, :func:`best_of_restarts` fits R restarts and
+keeps the lowest **self-labelling loss**
 
     L = (1/T) Σ_t mean_i CE(logits_t(x_i), y_{t,i}),
 
 the epoch mean of :class:`~otlearn.sela.SelfLabeling`'s ``train/loss`` over the last epoch (T heads, labels
-``y`` of the callback's last round, augmented training views). No class label is used. Cost: R fits.
+``y`` of the callback's last round, augmented training views). No class label is used. Cost: R fits. The
+criterion is imperfect: a restart of lower loss can hold the worse partition (``benchmarks/RESULTS.md``).
 """
 from __future__ import annotations
 
