@@ -1,6 +1,7 @@
 """SeLa on scikit-learn's digits: train, evaluate on the held-out split, compare with baselines.
 
-For each seed: self-labelling (otlearn.sela) on the 70% training split; then on the 30% test split
+For each seed: self-labelling (otlearn.sela) on the 70% training split — with ``--restarts R``, R fits
+(seeds s, s+1000, ...) of which the lowest final self-labelling loss is kept; then on the 30% test split
 NMI / ARI / Hungarian accuracy of the K=10 head, weighted kNN and a linear probe of the features.
 Baselines in the same run, on the same split: k-means (10 clusters, fitted on train) on raw pixels
 and on the randomly initialised network's features, kNN and a linear probe on raw pixels.
@@ -35,8 +36,8 @@ from otlearn.eval import (ClusteringEvalCallback, KNNEvalCallback, clustering_me
                           extract, knn_accuracy, linear_probe)
 from otlearn.eval import plots
 from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
-from otlearn.sela import (RESTART_SEED_STRIDE, LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling, best_of_restarts, knn_graph,
-                          restart_seeds, self_label_loss)
+from otlearn.sela import (RESTART_SEED_STRIDE, LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling,
+                          best_of_restarts, knn_graph, restart_seeds, self_label_loss)
 
 ARMS = ("sela", "sela_relaxed", "kmeans_pixels", "kmeans_random_net", "pixels")
 
@@ -169,8 +170,9 @@ def run_seed(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: 
 
 
 def run_restarts(cfg, seed: int, out_dir: str, b_penalty: float | None = None, arm: str = "sela") -> dict[str, Any]:
-    """``cfg.restarts`` fits of :func:`run_seed` (seeds ``seed + 1000 r``, :func:`~otlearn.sela.restart_seeds`); the run of lowest final self-labelling loss,
-    with ``"restarts"``: every restart's seed, loss and held-out metrics (reported, never used to choose)."""
+    """``cfg.restarts`` fits of :func:`run_seed` (seeds ``seed + 1000 r``, :func:`~otlearn.sela.restart_seeds`); returns
+    the run of lowest final self-labelling loss, with ``"restarts"``: every restart's seed, loss and held-out metrics
+    (reported, never used to choose)."""
     prefix = "seed" if arm == "sela" else f"{arm}_seed"
 
     def fit(restart_seed: int) -> dict[str, Any]:
