@@ -36,8 +36,8 @@ from otlearn.eval import (ClusteringEvalCallback, KNNEvalCallback, clustering_me
                           extract, knn_accuracy, linear_probe)
 from otlearn.eval import plots
 from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
-from otlearn.sela import (RESTART_SEED_STRIDE, LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling,
-                          best_of_restarts, knn_graph, restart_seeds, self_label_loss)
+from otlearn.sela import (LabelSchedule, NeighbourSmoothing, SelfLabelCallback, SelfLabeling, best_of_restarts, knn_graph,
+                          restart_seeds, self_label_loss)
 
 ARMS = ("sela", "sela_relaxed", "kmeans_pixels", "kmeans_random_net", "pixels")
 
@@ -174,13 +174,13 @@ def run_restarts(cfg, seed: int, out_dir: str, b_penalty: float | None = None, a
     the run of lowest final self-labelling loss, with ``"restarts"``: every restart's seed, loss and held-out metrics
     (reported, never used to choose)."""
     prefix = "seed" if arm == "sela" else f"{arm}_seed"
+    seeds = restart_seeds(seed, cfg.restarts)
+    names = {s: f"{prefix}_{seed}" if r == 0 else f"{prefix}_{seed}_restart_{r}" for r, s in enumerate(seeds)}
 
     def fit(restart_seed: int) -> dict[str, Any]:
-        r = (restart_seed - seed) // RESTART_SEED_STRIDE
-        return run_seed(cfg, restart_seed, out_dir, b_penalty=b_penalty, arm=arm,
-                        name=f"{prefix}_{seed}" if r == 0 else f"{prefix}_{seed}_restart_{r}")
+        return run_seed(cfg, restart_seed, out_dir, b_penalty=b_penalty, arm=arm, name=names[restart_seed])
 
-    selection = best_of_restarts(fit, restart_seeds(seed, cfg.restarts), lambda run: run["self_label_loss"])
+    selection = best_of_restarts(fit, seeds, lambda run: run["self_label_loss"])
     chosen = dict(selection.chosen)
     chosen["restarts"] = [{"seed": run["seed"], "loss": run["self_label_loss"], **run["sela"], "train_seconds": run["train_seconds"]}
                           for run in selection.runs]

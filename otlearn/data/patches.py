@@ -80,10 +80,10 @@ class NaturalPatches(Dataset):
         if stride < 1:
             raise ValueError(f"stride must be >= 1 pixel, got {stride}")
         names = SPLITS[images][0 if split == "train" else 1]
-        images, source = _patches(names, patch, stride)
-        self.images = torch.from_numpy(images)
+        tiles, source = _patches(names, patch, stride)
+        self.images = torch.from_numpy(tiles)
         self.targets = torch.from_numpy(source)
-        self.split, self.source_names, self.image_set = split, names, images
+        self.split, self.source_names = split, names
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -85,5 +85,5 @@ def best_of_restarts(fit: Callable[[int], Run], seeds: Sequence[int], loss: Call
             raise ValueError(f"restart with seed {seed}: loss {value} is not a finite number")
         runs.append(run)
         losses.append(value)
-    best = min(range(len(seeds)), key=lambda i: (losses[i], i))
+    best = losses.index(min(losses))  # the first of equal losses
     return RestartSelection(seeds=seeds, losses=losses, runs=runs, best=best)
