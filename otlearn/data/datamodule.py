@@ -102,6 +102,10 @@ class PatchesDataModule(pl.LightningDataModule):
         self.test_stride = half if test_stride is None else test_stride
         self.train_set = IndexedDataset(NaturalPatches("train", patch, half if stride is None else stride, images))
 
+    def eval_train_dataset(self) -> IndexedDataset:
+        """The training patches (never augmented), for evaluations over the training split."""
+        return self.train_set
+
     def test_dataset(self) -> IndexedDataset:
         from otlearn.data.patches import NaturalPatches
 

@@ -51,7 +51,8 @@ def test_optvq_recipe_smoke(tmp_path, config):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["K64"]) == ({"nn", "vqpytorch", "optvq_exact", "otlearn"} if config == "digits" else {"vqpytorch", "otlearn"})
     for arm in metrics["K64"].values():
-        assert {"utilization", "perplexity", "mse", "psnr", "ssim", "ms_per_step"} <= set(arm)
+        assert {"utilization", "train_utilization", "perplexity", "mse", "psnr", "ssim", "ms_per_step"} <= set(arm)
+        assert 0 < arm["train_utilization"] <= 1
         assert 0 < arm["ssim"] <= 1 and arm["mse"] > 0
     assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "report.md").exists()
     if config == "patches":  # the config's split, named with its photographs

@@ -1,0 +1,28 @@
+"""The OptVQ recipe's utilisation over a split counts every code nearest to at least one token."""
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from otlearn.data import DigitsDataModule
+from otlearn.vq import VQAutoencoder
+from recipes.optvq_digits import utilization_on
+
+
+def test_utilization_on_counts_codes_over_all_batches():
+    pl.seed_everything(3)
+    model = VQAutoencoder(hidden=8, latent_dim=4, num_codes=512, assignment="nn")
+    dataset = DigitsDataModule(augment=False).eval_train_dataset()
+    model.eval()
+    with torch.no_grad():  # codes at random tokens of the training images: many, not all, are somebody's nearest
+        images = torch.stack([dataset[i]["image"] for i in range(0, 1200, 40)])
+        tokens = model.encoder(images).permute(0, 2, 3, 1).reshape(-1, 4)
+        picks = torch.randint(len(tokens), (512,))
+        model.quantizer.codebook.data.copy_(tokens[picks] + 0.05 * torch.randn(512, 4))
+        indices = torch.cat([model.quantize(b["image"])[1].flatten() for b in DataLoader(dataset, batch_size=1000)])
+    expected = indices.unique().numel() / 512
+    assert 0 < expected < 1
+    # batches of 100 images: codes first met in a later batch count too
+    assert utilization_on(model, DataLoader(dataset, batch_size=100), 512) == expected
+    one_batch = utilization_on(model, DataLoader(torch.utils.data.Subset(dataset, range(100)), batch_size=100), 512)
+    assert 0 < one_batch < expected, (one_batch, expected)
+    print(f"utilisation: all {expected:.3f}, first batch {one_batch:.3f}")
