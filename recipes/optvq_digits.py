@@ -43,7 +43,10 @@ ARMS = ("nn", "vqpytorch", "optvq_exact", "otlearn")
 
 
 class VQPytorchAdapter(nn.Module):
-    """vector-quantize-pytorch's VectorQuantize on (B, C, H, W) latents → (quantized, indices, loss)."""
+    """vector-quantize-pytorch's VectorQuantize on (B, C, H, W) latents → (quantized, indices, loss).
+
+    Its own defaults otherwise, the rotation trick included (on for dim > 1 in vector-quantize-pytorch 1.32).
+    """
 
     def __init__(self, dim: int, num_codes: int, decay: float = 0.8) -> None:
         super().__init__()
