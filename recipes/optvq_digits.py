@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule, PatchesDataModule
-from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
+from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver, column_counts
 from otlearn.vq import OPTVQ_SETTINGS, VQAutoencoder, psnr, usage_stats
 from otlearn.vq.quantizer import default_solver
 
@@ -115,7 +115,7 @@ def evaluate(model: VQAutoencoder, loader: DataLoader, k: int) -> dict[str, floa
     for batch in loader:
         images = batch["image"]
         quantized, indices, _ = model.quantize(images)
-        counts += torch.bincount(indices.flatten().long(), minlength=k)
+        counts += column_counts(indices.long(), k)
         recon = model.decoder(quantized)
         sq += float((recon - images).square().sum())
         n += images.numel()
@@ -132,7 +132,7 @@ def utilization_on(model: VQAutoencoder, loader: DataLoader, k: int) -> float:
     model.eval()
     counts = torch.zeros(k, dtype=torch.long)
     for batch in loader:
-        counts += torch.bincount(model.quantize(batch["image"])[1].flatten().long(), minlength=k)
+        counts += column_counts(model.quantize(batch["image"])[1].long(), k)
     return usage_stats(counts)["utilization"]
 
 
@@ -220,16 +220,19 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def token_count(cfg, split: str = "test") -> int:
-    """Tokens of the ``split`` ('test' or 'train') the utilisation is measured on (images x token grid)."""
+def token_counts(cfg) -> tuple[int, int]:
+    """(test, training) tokens the utilisations are measured on (images x token grid)."""
     dm = data_module(cfg, 0)
-    images = dm.test_dataset() if split == "test" else dm.eval_train_dataset()
-    side = images[0]["image"].shape[-1] // (2 ** cfg.downsamples)
-    return len(images) * side * side
+
+    def tokens(images) -> int:
+        side = images[0]["image"].shape[-1] // (2 ** cfg.downsamples)
+        return len(images) * side * side
+
+    return tokens(dm.test_dataset()), tokens(dm.eval_train_dataset())
 
 
 def write_report(cfg, results: dict, seconds: float) -> None:
-    tokens, train_tokens = token_count(cfg), token_count(cfg, split="train")
+    tokens, train_tokens = token_counts(cfg)
     what = ("scikit-learn digits (8x8 grey; 1,257 train / 540 test images)" if cfg.dataset == "digits" else
             f"16x16 RGB patches of scikit-image photographs, split '{cfg.patch_images}' ({patch_split_text(cfg.patch_images)}; "
             "both stride 8)")
