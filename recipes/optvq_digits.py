@@ -3,21 +3,25 @@
 Arms (same encoder/decoder, same data, same seeds): ``nn`` nearest-neighbour STE; ``vqpytorch``
 vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code restart (the anchor
 users would pick); ``optvq_exact`` OptVQ's assignment (5 fixed Sinkhorn iterations, inverse
-temperature 10, per-process statistics, argmax codes); ``otlearn`` otlearn's tolerance-based OT
-assignment with exactly balanced codes per batch and an EMA codebook (``--rounding argmax``,
-``--codebook_update gradient`` give OptVQ's choices on otlearn's solver).
+temperature 10, per-process statistics, argmax codes); ``otlearn`` :class:`OTVectorQuantizer`'s
+recommended configuration (its defaults: otlearn's tolerance-based OT assignment with a relaxed code
+marginal ρ = 3, argmax codes, k-means init, EMA codebook, dead-code restarts); ``--rounding
+balanced --b_penalty null`` or ``--codebook_update gradient`` give other choices on otlearn's solver.
 For K in ``num_codes`` and each seed, trains on the 70% split and evaluates on the held-out 30%
 with batch-independent (nearest-neighbour) assignment: codebook utilisation and perplexity of the
 test tokens, reconstruction MSE and PSNR; plus median milliseconds per training step.
 
 Writes ``<out_dir>/metrics.json`` (``K256``/``K1024`` → arm → utilization, perplexity, mse, psnr,
-ms_per_step; means over seeds), ``report.md`` and ``reconstructions.png``.
+ms_per_step; means over seeds; ``meta.per_seed`` every run), ``report.md`` (tables, and otlearn against
+vector-quantize-pytorch paired by seed: mean difference and its 95% bootstrap interval over the seeds)
+and ``reconstructions.png``. ``--report_only true`` rewrites ``report.md`` from an existing ``metrics.json``.
 
     python recipes/optvq_digits.py --config configs/optvq/digits.yaml [--smoke true]
     python recipes/optvq_digits.py --config configs/optvq/patches.yaml [--patch_images scenes]
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -37,7 +41,7 @@ from torch.utils.data import DataLoader
 from otlearn.data import DigitsDataModule, PatchesDataModule
 from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver, column_counts
 from otlearn.vq import OPTVQ_SETTINGS, VQAutoencoder, psnr, usage_stats
-from otlearn.vq.quantizer import default_solver
+from otlearn.vq.quantizer import RECOMMENDED_B_PENALTY, OTVectorQuantizer, default_solver
 
 ARMS = ("nn", "vqpytorch", "optvq_exact", "otlearn")
 
@@ -60,6 +64,11 @@ class VQPytorchAdapter(nn.Module):
         return quantized, indices, loss.sum()
 
 
+def quantizer_default(name: str):
+    """:class:`OTVectorQuantizer`'s default for ``name`` (the recommended configuration)."""
+    return inspect.signature(OTVectorQuantizer).parameters[name].default
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description="OptVQ vs baselines on digits; writes a report.")
     parser.add_argument("--config", action=ActionConfigFile)
@@ -78,14 +87,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--eps", type=float, default=0.1, help="OT ε on normalised distances (OptVQ's inverse temperature 10)")
     parser.add_argument("--solver", type=SinkhornSolver, default=default_solver(), help="the otlearn arm's solver")
-    parser.add_argument("--rounding", type=str, default="balanced", help="otlearn arm: 'balanced' or 'argmax' codes")
-    parser.add_argument("--codebook_update", type=str, default="ema", help="otlearn arm: 'ema' or 'gradient'")
-    parser.add_argument("--ema_decay", type=float, default=0.8)
-    parser.add_argument("--b_penalty", type=Optional[float], default=None, help="otlearn arm: ρ of the relaxed code marginal")
-    parser.add_argument("--codebook_init", type=str, default="normal", help="otlearn arm: 'normal', 'uniform' or 'kmeans'")
+    # the otlearn arm: OTVectorQuantizer's defaults unless overridden
+    parser.add_argument("--rounding", type=str, default=quantizer_default("rounding"), help="otlearn arm: 'argmax' or 'balanced' codes")
+    parser.add_argument("--codebook_update", type=str, default=quantizer_default("codebook_update"), help="otlearn arm: 'ema' or 'gradient'")
+    parser.add_argument("--ema_decay", type=float, default=quantizer_default("ema_decay"))
+    parser.add_argument("--b_penalty", type=Optional[float], default=RECOMMENDED_B_PENALTY,
+                        help="otlearn arm: ρ of the relaxed code marginal (null: equal code masses)")
+    parser.add_argument("--codebook_init", type=str, default=quantizer_default("codebook_init"),
+                        help="otlearn arm: 'kmeans', 'normal' or 'uniform'")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out_dir", type=str, default="runs/optvq_digits")
     parser.add_argument("--smoke", type=bool, default=False, help="K=64, 1 seed, 1 epoch: checks the pipeline only")
+    parser.add_argument("--report_only", type=bool, default=False, help="rewrite report.md from <out_dir>/metrics.json; no training")
     return parser
 
 
@@ -187,6 +200,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parser.instantiate(parser.parse_args(argv))  # the solver option becomes a SinkhornSolver
     if cfg.smoke:
         cfg.num_codes, cfg.seeds, cfg.max_epochs = [64], cfg.seeds[:1], 1
+    if cfg.report_only:
+        with open(os.path.join(cfg.out_dir, "metrics.json")) as fh:
+            results = json.load(fh)
+        write_report(cfg, results, results["meta"]["seconds"])
+        return results
     torch.set_num_threads(cfg.threads)
     warnings.filterwarnings("ignore", category=SinkhornConvergenceWarning)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -231,25 +249,36 @@ def token_counts(cfg) -> tuple[int, int]:
     return tokens(dm.test_dataset()), tokens(dm.eval_train_dataset())
 
 
+def paired_summary(diffs: list[float], reference: float, resamples: int = 10_000) -> str:
+    """otlearn − vqpytorch MSE differences over seeds: their mean (also relative to the reference mean),
+    and a 95% percentile-bootstrap interval of that mean (the seeds resampled, seeded generator)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    means = d[np.random.default_rng(0).integers(0, len(d), size=(resamples, len(d)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return (f"mean difference {d.mean():+.5f} ({100 * d.mean() / reference:+.1f}% of vector-quantize-pytorch's MSE), "
+            f"95% bootstrap interval over the {len(d)} seeds [{low:+.5f}, {high:+.5f}]")
+
+
 def write_report(cfg, results: dict, seconds: float) -> None:
+    """``<out_dir>/report.md`` from ``results`` (the structure of ``metrics.json``)."""
     tokens, train_tokens = token_counts(cfg)
     what = ("scikit-learn digits (8x8 grey; 1,257 train / 540 test images)" if cfg.dataset == "digits" else
             f"16x16 RGB patches of scikit-image photographs, split '{cfg.patch_images}' ({patch_split_text(cfg.patch_images)}; "
             "both stride 8)")
     lines = [f"# OptVQ on {cfg.dataset}", "",
              f"{what}. VQ-VAE (conv, token grid side / {2 ** cfg.downsamples}, tokens of dim {cfg.latent_dim}), "
-             f"{cfg.max_epochs} epochs, seeds {cfg.seeds}; test utilisation over {tokens:,} test tokens with "
+             f"{results['meta']['max_epochs']} epochs, seeds {results['meta']['seeds']}; test utilisation over {tokens:,} test tokens with "
              f"nearest-neighbour assignment (batch-independent), train utilisation the same over the {train_tokens:,} "
              f"training tokens (seed mean); SSIM with a 7x7 Gaussian window; total {seconds:.0f} s."
-             + (" **Smoke run: the numbers mean nothing.**" if cfg.smoke else ""), "",
+             + (" **Smoke run: the numbers mean nothing.**" if results["meta"]["smoke"] else ""), "",
              f"otlearn arm: {otlearn_description(cfg)}.", ""]
     per_seed = results["meta"]["per_seed"]
-    for k in cfg.num_codes:
+    for k in [k for k in cfg.num_codes if f"K{k}" in results]:
         key = f"K{k}"
         bound = 1 - math.exp(-tokens / k)
         lines += [f"## K = {k}", "", "| arm | utilization | train utilization | perplexity | MSE | PSNR dB | SSIM | ms/step |",
                   "|---|---|---|---|---|---|---|---|"]
-        for arm in cfg.arms:
+        for arm in [arm for arm in cfg.arms if arm in results[key]]:
             m = results[key][arm]
             lines.append(f"| {arm} | {m['utilization']:.3f} ± {m['utilization_std']:.3f} | {m['train_utilization']:.3f} | {m['perplexity']:.0f} | "
                          f"{m['mse']:.5f} ± {m['mse_std']:.5f} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['ms_per_step']:.1f} |")
@@ -258,7 +287,8 @@ def write_report(cfg, results: dict, seconds: float) -> None:
             ours, ref = per_seed[key]["otlearn"], per_seed[key]["vqpytorch"]
             diffs = [o["mse"] - r["mse"] for o, r in zip(ours, ref)]
             lines += ["Paired by seed (otlearn − vqpytorch): MSE " + " / ".join(f"{d:+.5f}" for d in diffs)
-                      + f"; otlearn lower on {sum(d <= 0 for d in diffs)} of {len(diffs)} seeds.", "",
+                      + f"; otlearn lower on {sum(d <= 0 for d in diffs)} of {len(diffs)} seeds; "
+                      + paired_summary(diffs, results[key]["vqpytorch"]["mse"]) + ".", "",
                       f"- test utilisation ≥ 0.99: otlearn {min(o['utilization'] for o in ours):.3f} (worst seed) → "
                       f"{'met' if min(o['utilization'] for o in ours) >= 0.99 else 'NOT met'}"
                       + (f" (with {tokens:,} test tokens for {k} codes, even a perfectly uniform code distribution "
@@ -284,7 +314,8 @@ def otlearn_description(cfg) -> str:
     relax = f"relaxed code marginal ρ = {cfg.b_penalty:g}" if cfg.b_penalty is not None else "hard equal code masses"
     return (f"OT assignment (ε = {cfg.eps:g} on normalised distances, tol {cfg.solver.tol:g}), {relax}, "
             f"{cfg.rounding} codes, {cfg.codebook_init} codebook init, {cfg.codebook_update} codebook "
-            f"(decay {cfg.ema_decay:g})")
+            f"(decay {cfg.ema_decay:g}), restart of codes whose EMA share of nearest-code picks falls below "
+            f"{quantizer_default('dead_code_threshold'):g} of uniform (decay {quantizer_default('usage_decay'):g} per step)")
 
 
 if __name__ == "__main__":

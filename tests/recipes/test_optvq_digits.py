@@ -5,7 +5,12 @@ from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule
 from otlearn.vq import VQAutoencoder
-from recipes.optvq_digits import utilization_on
+import itertools
+import re
+
+import numpy as np
+
+from recipes.optvq_digits import paired_summary, utilization_on
 
 
 def test_utilization_on_counts_codes_over_all_batches():
@@ -26,3 +31,19 @@ def test_utilization_on_counts_codes_over_all_batches():
     one_batch = utilization_on(model, DataLoader(torch.utils.data.Subset(dataset, range(100)), batch_size=100), 512)
     assert 0 < one_batch < expected, (one_batch, expected)
     print(f"utilisation: all {expected:.3f}, first batch {one_batch:.3f}")
+
+
+def test_paired_summary_interval_matches_the_exact_bootstrap():
+    """With 4 seeds the bootstrap has 4^4 equally likely resamples: the sampled 95% interval of the mean
+    must match that exact distribution's percentiles, and the relative difference its reference."""
+    rng = np.random.default_rng(11)
+    diffs = list(rng.normal(2e-4, 6e-4, size=4))
+    text = paired_summary(diffs, reference=0.005)
+    mean, rel, low, high = (float(v) for v in re.findall(r"[+-]\d+\.\d+", text)[:4])
+    assert mean == float(f"{np.mean(diffs):+.5f}") and rel == float(f"{100 * np.mean(diffs) / 0.005:+.1f}")
+    exact = np.array([np.mean(c) for c in itertools.product(diffs, repeat=4)])
+    exact_low, exact_high = np.percentile(exact, [2.5, 97.5])
+    assert abs(low - exact_low) <= 2e-5 and abs(high - exact_high) <= 2e-5, (low, high, exact_low, exact_high)
+    assert low < mean < high
+    same = paired_summary([3e-4] * 3, reference=0.005)  # no spread: the interval is the point
+    assert "[+0.00030, +0.00030]" in same and "+6.0%" in same

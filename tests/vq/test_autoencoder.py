@@ -55,5 +55,13 @@ def test_optvq_recipe_smoke(tmp_path, config):
         assert 0 < arm["train_utilization"] <= 1
         assert 0 < arm["ssim"] <= 1 and arm["mse"] > 0
     assert (tmp_path / "reconstructions.png").stat().st_size > 0 and (tmp_path / "report.md").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "95% bootstrap interval over the 1 seeds" in report
+    (tmp_path / "report.md").unlink()  # --report_only writes the same report from metrics.json, without training
+    again = subprocess.run([sys.executable, "recipes/optvq_digits.py", "--config", f"configs/optvq/{config}.yaml", "--smoke", "true",
+                            "--out_dir", str(tmp_path), "--report_only", "true", *extra], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "report.md").read_text() == report
     if config == "patches":  # the config's split, named with its photographs
         assert "split 'stereo' (train: motorcycle_left; test: motorcycle_right" in (tmp_path / "report.md").read_text()
