@@ -1,15 +1,15 @@
-"""The OptVQ recipe's utilisation over a split counts every code nearest to at least one token."""
+"""The OptVQ recipe: its utilisation over a split counts every code nearest to at least one token; its paired
+summary's bootstrap interval is the exact bootstrap's."""
+import itertools
+import re
+
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule
 from otlearn.vq import VQAutoencoder
-import itertools
-import re
-
-import numpy as np
-
 from recipes.optvq_digits import paired_summary, utilization_on
 
 
