@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.report_only:
         with open(os.path.join(cfg.out_dir, "metrics.json")) as fh:
             results = json.load(fh)
-        write_report(cfg, results, results["meta"]["seconds"])
+        write_report(cfg, results)
         return results
     torch.set_num_threads(cfg.threads)
     warnings.filterwarnings("ignore", category=SinkhornConvergenceWarning)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "per_seed": per_seed}
     with open(os.path.join(cfg.out_dir, "metrics.json"), "w") as fh:
         json.dump(results, fh, indent=2)
-    write_report(cfg, results, seconds)
+    write_report(cfg, results)
     print(open(os.path.join(cfg.out_dir, "report.md")).read())
     return results
 
@@ -259,27 +259,28 @@ def paired_summary(diffs: list[float], reference: float, resamples: int = 10_000
             f"95% bootstrap interval over the {len(d)} seeds [{low:+.5f}, {high:+.5f}]")
 
 
-def write_report(cfg, results: dict, seconds: float) -> None:
-    """``<out_dir>/report.md`` from ``results`` (the structure of ``metrics.json``)."""
+def write_report(cfg, results: dict) -> None:
+    """``<out_dir>/report.md`` from ``results`` (the structure of ``metrics.json``): its K, arms, seeds, epochs and
+    seconds come from ``results``, the data description from ``cfg``."""
     tokens, train_tokens = token_counts(cfg)
+    meta = results["meta"]
     what = ("scikit-learn digits (8x8 grey; 1,257 train / 540 test images)" if cfg.dataset == "digits" else
             f"16x16 RGB patches of scikit-image photographs, split '{cfg.patch_images}' ({patch_split_text(cfg.patch_images)}; "
             "both stride 8)")
     lines = [f"# OptVQ on {cfg.dataset}", "",
              f"{what}. VQ-VAE (conv, token grid side / {2 ** cfg.downsamples}, tokens of dim {cfg.latent_dim}), "
-             f"{results['meta']['max_epochs']} epochs, seeds {results['meta']['seeds']}; test utilisation over {tokens:,} test tokens with "
+             f"{meta['max_epochs']} epochs, seeds {meta['seeds']}; test utilisation over {tokens:,} test tokens with "
              f"nearest-neighbour assignment (batch-independent), train utilisation the same over the {train_tokens:,} "
-             f"training tokens (seed mean); SSIM with a 7x7 Gaussian window; total {seconds:.0f} s."
-             + (" **Smoke run: the numbers mean nothing.**" if results["meta"]["smoke"] else ""), "",
+             f"training tokens (seed mean); SSIM with a 7x7 Gaussian window; total {meta['seconds']:.0f} s."
+             + (" **Smoke run: the numbers mean nothing.**" if meta["smoke"] else ""), "",
              f"otlearn arm: {otlearn_description(cfg)}.", ""]
-    per_seed = results["meta"]["per_seed"]
-    for k in [k for k in cfg.num_codes if f"K{k}" in results]:
-        key = f"K{k}"
+    per_seed = meta["per_seed"]
+    for key in per_seed:  # "K256", … in the order they ran
+        k = int(key[1:])
         bound = 1 - math.exp(-tokens / k)
         lines += [f"## K = {k}", "", "| arm | utilization | train utilization | perplexity | MSE | PSNR dB | SSIM | ms/step |",
                   "|---|---|---|---|---|---|---|---|"]
-        for arm in [arm for arm in cfg.arms if arm in results[key]]:
-            m = results[key][arm]
+        for arm, m in results[key].items():
             lines.append(f"| {arm} | {m['utilization']:.3f} ± {m['utilization_std']:.3f} | {m['train_utilization']:.3f} | {m['perplexity']:.0f} | "
                          f"{m['mse']:.5f} ± {m['mse_std']:.5f} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['ms_per_step']:.1f} |")
         lines.append("")
