@@ -95,11 +95,31 @@ def build_parser() -> ArgumentParser:
                         help="otlearn arm: ρ of the relaxed code marginal (null: equal code masses)")
     parser.add_argument("--codebook_init", type=str, default=quantizer_default("codebook_init"),
                         help="otlearn arm: 'kmeans', 'normal' or 'uniform'")
+    parser.add_argument("--quantizer_kwargs", type=dict, default={},
+                        help="otlearn arm: further OTVectorQuantizer keywords, e.g. '{usage_decay: 0.8, dead_code_threshold: 0.25}' "
+                             "(the options above have their own flags)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out_dir", type=str, default="runs/optvq_digits")
     parser.add_argument("--smoke", type=bool, default=False, help="K=64, 1 seed, 1 epoch: checks the pipeline only")
     parser.add_argument("--report_only", type=bool, default=False, help="rewrite report.md from <out_dir>/metrics.json; no training")
     return parser
+
+
+#: the otlearn arm's OTVectorQuantizer keywords that the recipe sets from its own flags
+FLAG_KEYWORDS = ("eps", "rounding", "codebook_update", "ema_decay", "b_penalty", "codebook_init", "solver")
+
+
+def extra_quantizer_kwargs(cfg) -> dict:
+    """``cfg.quantizer_kwargs`` checked: :class:`OTVectorQuantizer` keywords that no flag of the recipe sets."""
+    extra = dict(cfg.quantizer_kwargs or {})
+    known = set(inspect.signature(OTVectorQuantizer).parameters) - {"num_codes", "dim", "assignment"}
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise ValueError(f"quantizer_kwargs: {unknown} are not OTVectorQuantizer keywords; expected some of {sorted(known - set(FLAG_KEYWORDS))}")
+    flagged = sorted(set(extra) & set(FLAG_KEYWORDS))
+    if flagged:
+        raise ValueError(f"quantizer_kwargs: set {flagged} with the recipe's own flags (--{flagged[0]} …), not in quantizer_kwargs")
+    return extra
 
 
 def build_model(cfg, arm: str, k: int) -> VQAutoencoder:
@@ -113,7 +133,7 @@ def build_model(cfg, arm: str, k: int) -> VQAutoencoder:
         kwargs.update(OPTVQ_SETTINGS)  # the baselines as published: gradient-trained N(0, 1) codebook
     else:
         kwargs.update(rounding=cfg.rounding, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay,
-                      b_penalty=cfg.b_penalty, codebook_init=cfg.codebook_init, solver=cfg.solver)
+                      b_penalty=cfg.b_penalty, codebook_init=cfg.codebook_init, solver=cfg.solver, **extra_quantizer_kwargs(cfg))
     return VQAutoencoder(**common, assignment=assignment, quantizer_kwargs=kwargs)
 
 
@@ -312,11 +332,17 @@ def patch_split_text(images: str) -> str:
 
 
 def otlearn_description(cfg) -> str:
+    extra = extra_quantizer_kwargs(cfg)
+    setting = {name: extra.get(name, quantizer_default(name)) for name in ("dead_code_threshold", "usage_decay")}
     relax = f"relaxed code marginal ρ = {cfg.b_penalty:g}" if cfg.b_penalty is not None else "hard equal code masses"
+    restart = ("no dead-code restarts" if setting["dead_code_threshold"] is None else
+               f"restart of codes whose EMA share of nearest-code picks falls below {setting['dead_code_threshold']:g} of "
+               f"uniform (decay {setting['usage_decay']:g} per step)")
+    others = {name: value for name, value in extra.items() if name not in setting}
     return (f"OT assignment (ε = {cfg.eps:g} on normalised distances, tol {cfg.solver.tol:g}), {relax}, "
             f"{cfg.rounding} codes, {cfg.codebook_init} codebook init, {cfg.codebook_update} codebook "
-            f"(decay {cfg.ema_decay:g}), restart of codes whose EMA share of nearest-code picks falls below "
-            f"{quantizer_default('dead_code_threshold'):g} of uniform (decay {quantizer_default('usage_decay'):g} per step)")
+            f"(decay {cfg.ema_decay:g}), {restart}"
+            + ("".join(f", {name} = {value}" for name, value in others.items())))
 
 
 if __name__ == "__main__":

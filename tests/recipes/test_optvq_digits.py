@@ -1,16 +1,17 @@
 """The OptVQ recipe: its utilisation over a split counts every code nearest to at least one token; its paired
-summary's bootstrap interval is the exact bootstrap's."""
+summary's bootstrap interval is the exact bootstrap's; ``--quantizer_kwargs`` reaches the otlearn arm alone."""
 import itertools
 import re
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule
 from otlearn.vq import VQAutoencoder
-from recipes.optvq_digits import paired_summary, utilization_on
+from recipes.optvq_digits import build_model, build_parser, otlearn_description, paired_summary, utilization_on
 
 
 def test_utilization_on_counts_codes_over_all_batches():
@@ -47,3 +48,23 @@ def test_paired_summary_interval_matches_the_exact_bootstrap():
     assert low < mean < high
     same = paired_summary([3e-4] * 3, reference=0.005)  # no spread: the interval is the point
     assert "[+0.00030, +0.00030]" in same and "+6.0%" in same
+
+
+def test_quantizer_kwargs_reach_the_otlearn_arm_and_its_description():
+    """``--quantizer_kwargs`` sets further OTVectorQuantizer keywords on the otlearn arm only, the report's
+    description names them, and a keyword the recipe has a flag for, or no keyword at all, is refused."""
+    parser = build_parser()
+    cfg = parser.instantiate(parser.parse_args(["--config", "configs/optvq/patches.yaml",
+                                                "--quantizer_kwargs", "{usage_decay: 0.8, dead_code_threshold: 0.25, commitment: 0.5}"]))
+    quantizer = build_model(cfg, "otlearn", 64).quantizer
+    assert (quantizer.usage_decay, quantizer.dead_code_threshold, quantizer.commitment) == (0.8, 0.25, 0.5)
+    baseline = build_model(cfg, "nn", 64).quantizer
+    assert baseline.dead_code_threshold is None and baseline.commitment == 1.0  # the baselines stay as published
+    text = otlearn_description(cfg)
+    assert "below 0.25 of uniform (decay 0.8 per step)" in text and text.endswith("commitment = 0.5")
+    default = parser.instantiate(parser.parse_args(["--config", "configs/optvq/patches.yaml"]))
+    assert "below 0.1 of uniform (decay 0.9 per step)" in otlearn_description(default)
+    for bad, message in [("{eps: 0.2}", "own flags"), ("{ema: 0.2}", "not OTVectorQuantizer keywords")]:
+        wrong = parser.instantiate(parser.parse_args(["--config", "configs/optvq/patches.yaml", "--quantizer_kwargs", bad]))
+        with pytest.raises(ValueError, match=message):
+            build_model(wrong, "otlearn", 64)
