@@ -6,7 +6,8 @@ users would pick); ``optvq_exact`` OptVQ's assignment (5 fixed Sinkhorn iteratio
 temperature 10, per-process statistics, argmax codes); ``otlearn`` :class:`OTVectorQuantizer`'s
 recommended configuration (its defaults: otlearn's tolerance-based OT assignment with a relaxed code
 marginal ρ = 3, argmax codes, k-means init, EMA codebook, dead-code restarts); ``--rounding
-balanced --b_penalty null`` or ``--codebook_update gradient`` give other choices on otlearn's solver.
+balanced --b_penalty null`` or ``--codebook_update gradient`` give other choices on otlearn's solver, and
+``--quantizer_kwargs '{usage_decay: 0.8}'`` any other :class:`OTVectorQuantizer` keyword of that arm.
 For K in ``num_codes`` and each seed, trains on the 70% split and evaluates on the held-out 30%
 with batch-independent (nearest-neighbour) assignment: codebook utilisation and perplexity of the
 test tokens, reconstruction MSE and PSNR; plus median milliseconds per training step.
