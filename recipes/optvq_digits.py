@@ -106,18 +106,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-#: the otlearn arm's OTVectorQuantizer keywords that the recipe sets from its own flags
-FLAG_KEYWORDS = ("eps", "rounding", "codebook_update", "ema_decay", "b_penalty", "codebook_init", "solver")
+def flag_quantizer_kwargs(cfg) -> dict:
+    """The otlearn arm's :class:`OTVectorQuantizer` keywords that the recipe's own flags set."""
+    return dict(eps=cfg.eps, rounding=cfg.rounding, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay,
+                b_penalty=cfg.b_penalty, codebook_init=cfg.codebook_init, solver=cfg.solver)
 
 
 def extra_quantizer_kwargs(cfg) -> dict:
     """``cfg.quantizer_kwargs`` checked: :class:`OTVectorQuantizer` keywords that no flag of the recipe sets."""
     extra = dict(cfg.quantizer_kwargs or {})
+    flags = set(flag_quantizer_kwargs(cfg))
     known = set(inspect.signature(OTVectorQuantizer).parameters) - {"num_codes", "dim", "assignment"}
     unknown = sorted(set(extra) - known)
     if unknown:
-        raise ValueError(f"quantizer_kwargs: {unknown} are not OTVectorQuantizer keywords; expected some of {sorted(known - set(FLAG_KEYWORDS))}")
-    flagged = sorted(set(extra) & set(FLAG_KEYWORDS))
+        raise ValueError(f"quantizer_kwargs: {unknown} are not OTVectorQuantizer keywords; expected some of {sorted(known - flags)}")
+    flagged = sorted(set(extra) & flags)
     if flagged:
         raise ValueError(f"quantizer_kwargs: set {flagged} with the recipe's own flags (--{flagged[0]} …), not in quantizer_kwargs")
     return extra
@@ -133,8 +136,7 @@ def build_model(cfg, arm: str, k: int) -> VQAutoencoder:
     if arm != "otlearn":
         kwargs.update(OPTVQ_SETTINGS)  # the baselines as published: gradient-trained N(0, 1) codebook
     else:
-        kwargs.update(rounding=cfg.rounding, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay,
-                      b_penalty=cfg.b_penalty, codebook_init=cfg.codebook_init, solver=cfg.solver, **extra_quantizer_kwargs(cfg))
+        kwargs.update(**flag_quantizer_kwargs(cfg), **extra_quantizer_kwargs(cfg))
     return VQAutoencoder(**common, assignment=assignment, quantizer_kwargs=kwargs)
 
 
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             results = json.load(fh)
         write_report(cfg, results)
         return results
+    extra_quantizer_kwargs(cfg)  # a wrong keyword fails now, not after the arms before otlearn have trained
     torch.set_num_threads(cfg.threads)
     warnings.filterwarnings("ignore", category=SinkhornConvergenceWarning)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from otlearn.data import DigitsDataModule
 from otlearn.vq import VQAutoencoder
-from recipes.optvq_digits import build_model, build_parser, otlearn_description, paired_summary, utilization_on
+from recipes.optvq_digits import build_model, build_parser, main, otlearn_description, paired_summary, utilization_on
 
 
 def test_utilization_on_counts_codes_over_all_batches():
@@ -68,3 +68,5 @@ def test_quantizer_kwargs_reach_the_otlearn_arm_and_its_description():
         wrong = parser.instantiate(parser.parse_args(["--config", "configs/optvq/patches.yaml", "--quantizer_kwargs", bad]))
         with pytest.raises(ValueError, match=message):
             build_model(wrong, "otlearn", 64)
+    with pytest.raises(ValueError, match="not OTVectorQuantizer keywords"):  # before any arm trains
+        main(["--config", "configs/optvq/patches.yaml", "--out_dir", "/nonexistent/never-written", "--quantizer_kwargs", "{ema: 0.2}"])
