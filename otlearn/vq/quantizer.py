@@ -119,7 +119,7 @@ class OTVectorQuantizer(nn.Module):
     on digits (ten seeds) ≥ 99.7% of the codes used at K ≤ 1024 (at 4096 every code on the training tokens)
     and a lower mean test MSE at every K (its codebook collapsed on one seed; without it level at 256, 6–9%
     lower at 1024 / 4096); on natural-image patches ≥ 99.2% of the codes used on every seed up to K = 4096,
-    MSE 5–10% lower at 1024 / 4096 (three seeds) and 7% higher at 256 (three seeds and ten) (benchmarks/RESULTS.md).
+    MSE 5–10% lower at 1024 / 4096 (three seeds) and 7% higher at 256 (three, ten and twenty seeds) (benchmarks/RESULTS.md).
     OptVQ's published settings are ``OTVectorQuantizer(K, D, **OPTVQ_SETTINGS)``.
 
     Args:
