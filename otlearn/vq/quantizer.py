@@ -152,6 +152,11 @@ class OTVectorQuantizer(nn.Module):
         codebook_update: ``"gradient"`` (OptVQ: the codebook loss trains the codes) or ``"ema"``: each
             code becomes an exponential moving average (``ema_decay``) of the tokens assigned to it, with
             counts and sums all-reduced over the process group (VQ-VAE-2 style; no codebook loss).
+        ema_assignment: which tokens each code's EMA averages: ``"plan"`` (default: the tokens the
+            assignment gave it, the codes the forward pass used) or ``"nearest"``: the tokens whose nearest
+            code it is, a Lloyd step towards the cells that inference (``inference="nn"``) decodes, while the
+            forward pass and the commitment loss keep the OT codes; codes nobody picks then move only by
+            restarts (``dead_code_threshold``). Only with ``codebook_update="ema"``.
         codebook_init: ``"normal"`` N(0, 1), ``"uniform"`` ±1/K (taming's), ``"kmeans"`` (k-means, 10 Lloyd
             iterations, on the first training batch's tokens — rank 0's, shared with every rank) or a (K, d) tensor.
         dead_code_threshold: a code whose share of the *nearest-neighbour* assignments (an EMA over training
@@ -194,6 +199,7 @@ class OTVectorQuantizer(nn.Module):
         usage_decay: float = 0.9,
         inference: Literal["nn", "potential"] = "nn",
         ema_decay: float = 0.8,
+        ema_assignment: Literal["plan", "nearest"] = "plan",
         group: dist.ProcessGroup | str | None = "auto",
         solver: SinkhornSolver | None = None,
     ) -> None:
@@ -211,6 +217,9 @@ class OTVectorQuantizer(nn.Module):
             (rounding in ("argmax", "balanced"), f"rounding must be 'argmax' or 'balanced', got {rounding!r}"),
             (codebook_update in ("gradient", "ema"), f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}"),
             (not (codebook_update == "ema" and project_codebook), "codebook_update='ema' cannot be combined with project_codebook"),
+            (ema_assignment in ("plan", "nearest"), f"ema_assignment must be 'plan' or 'nearest', got {ema_assignment!r}"),
+            (not (ema_assignment == "nearest" and codebook_update != "ema"),
+             "ema_assignment='nearest' chooses the tokens of the EMA codebook update: it needs codebook_update='ema'"),
             (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0, f"eps must be a finite number > 0, got {eps!r}"),
             (dead_code_threshold is None or 0 < dead_code_threshold < 1,
              f"dead_code_threshold must be in (0, 1) (a share of the uniform code usage) or None, got {dead_code_threshold!r}"),
@@ -240,6 +249,7 @@ class OTVectorQuantizer(nn.Module):
         self.group = group
         self.solver = solver if solver is not None else default_solver()
         self.codebook_update = codebook_update
+        self.ema_assignment = ema_assignment
         self.kmeans_init = isinstance(codebook_init, str) and codebook_init == "kmeans"
         self.codebook = nn.Parameter(self._init_codes("normal" if self.kmeans_init else codebook_init),
                                      requires_grad=codebook_update == "gradient")
@@ -446,7 +456,10 @@ class OTVectorQuantizer(nn.Module):
             with torch.no_grad():
                 self.usage += counts
                 if self.codebook_update == "ema":
-                    self._ema_update(tokens.detach(), idx, counts)
+                    if self.ema_assignment == "nearest":
+                        self._ema_update(tokens.detach(), nn_idx, column_counts(nn_idx, self.num_codes))
+                    else:
+                        self._ema_update(tokens.detach(), idx, counts)
                 if self.dead_code_threshold is not None:
                     self._restart_dead_codes(tokens.detach(), nn_idx)
             if self.codebook_update == "ema" or self.dead_code_threshold is not None:

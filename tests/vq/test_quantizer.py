@@ -314,3 +314,29 @@ def test_dead_code_restarts_agree_across_ranks():
     assert restarts0 == restarts1 == 12
     np.testing.assert_array_equal(book0, book1)
     np.testing.assert_allclose(share0, share1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("ema_assignment", ["plan", "nearest"])
+def test_ema_update_averages_the_chosen_assignment(seed, ema_assignment):
+    """One EMA step: ``N ← γN + (1−γ)n``, ``m ← γm + (1−γ)Σz``, code = m/N (smoothed), with ``n``, ``Σz`` counted
+    over the plan's codes or over each token's nearest code (``torch.cdist`` argmin here, independently)."""
+    x = _data(seed, n=200, d=4)
+    init = x[torch.randperm(200, generator=torch.Generator().manual_seed(seed))[:12]] + 0.3
+    q = OTVectorQuantizer(12, 4, codebook_init=init, ema_decay=0.5, dead_code_threshold=None, ema_assignment=ema_assignment)
+    out = q(x)
+    chosen = out.indices[:, 0] if ema_assignment == "plan" else torch.cdist(x, init).argmin(1)
+    counts = torch.bincount(chosen, minlength=12).float()
+    sums = torch.zeros(12, 4).index_add_(0, chosen, x)
+    n_ema = 0.5 * torch.ones(12) + 0.5 * counts
+    m_ema = 0.5 * init + 0.5 * sums
+    smoothed = (n_ema + 1e-5) / (n_ema.sum() + 12e-5) * n_ema.sum()
+    torch.testing.assert_close(q.codebook.detach(), m_ema / smoothed[:, None], rtol=1e-5, atol=1e-5)
+    # the forward pass quantises to the plan's codes (of the updated codebook) either way
+    torch.testing.assert_close(out.quantized, q.codebook.detach()[out.indices[:, 0]])
+    if ema_assignment == "nearest":
+        assert not torch.equal(out.indices[:, 0], chosen)
+    with pytest.raises(ValueError, match="ema_assignment"):
+        OTVectorQuantizer(8, 4, ema_assignment="soft")
+    with pytest.raises(ValueError, match="codebook_update='ema'"):
+        OTVectorQuantizer(8, 4, codebook_update="gradient", ema_assignment="nearest")
