@@ -455,13 +455,12 @@ class OTVectorQuantizer(nn.Module):
         if self.training:
             with torch.no_grad():
                 self.usage += counts
+                nn_counts = counts if nn_idx is idx else column_counts(nn_idx, self.num_codes)
                 if self.codebook_update == "ema":
-                    if self.ema_assignment == "nearest":
-                        self._ema_update(tokens.detach(), nn_idx, column_counts(nn_idx, self.num_codes))
-                    else:
-                        self._ema_update(tokens.detach(), idx, counts)
+                    nearest = self.ema_assignment == "nearest"
+                    self._ema_update(tokens.detach(), nn_idx if nearest else idx, nn_counts if nearest else counts)
                 if self.dead_code_threshold is not None:
-                    self._restart_dead_codes(tokens.detach(), nn_idx)
+                    self._restart_dead_codes(tokens.detach(), nn_counts)
             if self.codebook_update == "ema" or self.dead_code_threshold is not None:
                 codes = self.codes()  # the updated codes; outside no_grad, so a projection still gets gradients
         z_q = codes[idx].to(tokens.dtype)
@@ -490,17 +489,17 @@ class OTVectorQuantizer(nn.Module):
         self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
 
     @torch.compiler.disable
-    def _restart_dead_codes(self, tokens: torch.Tensor, nn_idx: torch.Tensor) -> None:
+    def _restart_dead_codes(self, tokens: torch.Tensor, nn_counts: torch.Tensor) -> None:
         """Move codes whose EMA nearest-neighbour share is below ``dead_code_threshold`` to random tokens.
 
-        Device-side (no host read): the nearest-code counts and rank 0's candidate tokens travel in one
-        all-reduce, so every rank replaces the same codes with the same tokens.
+        ``nn_counts`` (K,): this rank's nearest-code counts of the batch. Device-side (no host read): they and
+        rank 0's candidate tokens travel in one all-reduce, so every rank replaces the same codes with the same tokens.
         """
         comm = self._comm()
         k, d = self.num_codes, self.code_dim
         payload = torch.zeros(2 + k + k * d, device=tokens.device, dtype=torch.float32)  # n, flag, counts, tokens
         payload[0] = tokens.shape[0]
-        payload[2 : 2 + k] = column_counts(nn_idx, k).float()
+        payload[2 : 2 + k] = nn_counts.float()
         if comm.rank == 0 and tokens.shape[0] > 0:
             pick = torch.randint(tokens.shape[0], (k,), device=tokens.device)
             payload[2 + k :] = tokens[pick].float().reshape(-1)
