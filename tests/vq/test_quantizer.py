@@ -340,3 +340,39 @@ def test_ema_update_averages_the_chosen_assignment(seed, ema_assignment):
         OTVectorQuantizer(8, 4, ema_assignment="soft")
     with pytest.raises(ValueError, match="codebook_update='ema'"):
         OTVectorQuantizer(8, 4, codebook_update="gradient", ema_assignment="nearest")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_annealed_code_marginal_follows_its_schedule_and_resumes(seed):
+    """ρ_t = ρ (ρ_end/ρ)^min(t/T, 1): each training step solves the core relaxed problem at that ρ; a state dict
+    carries the step count, so a resumed quantizer continues the schedule where the first stopped."""
+    rho, rho_end, steps = 3.0, 0.1, 4
+    solver = SinkhornSolver(tol=1e-6, max_iter=5000)
+    kwargs = dict(b_penalty=rho, b_penalty_end=rho_end, b_penalty_anneal_steps=steps, solver=solver,
+                  codebook_update="gradient", codebook_init="normal", dead_code_threshold=None)
+    torch.manual_seed(seed)
+    q = OTVectorQuantizer(32, 8, **kwargs)
+    expected = [rho * (rho_end / rho) ** min(t / steps, 1.0) for t in range(6)]
+    for t in range(6):
+        if t == 3:  # resume from a state dict half-way
+            fresh = OTVectorQuantizer(32, 8, **kwargs)
+            fresh.load_state_dict(q.state_dict())
+            q = fresh
+        assert q.current_b_penalty() == pytest.approx(expected[t], rel=1e-12)
+        x = _data(100 * seed + t, n=400)
+        codes = q.codes().detach().clone()
+        got = q(x).indices[:, 0]
+        ref = sinkhorn(-_normalised(x, codes), 0.1, b_penalty=expected[t], tol=1e-6, max_iter=5000).assignments()
+        assert torch.equal(got, ref)
+    assert int(q.train_steps) == 6
+    q.eval()
+    q(_data(7))  # inference neither counts nor moves the schedule
+    assert int(q.train_steps) == 6
+    constant = OTVectorQuantizer(8, 4, b_penalty=rho)
+    constant(torch.randn(64, 4))
+    assert constant.current_b_penalty() == rho
+    for bad, match in [(dict(b_penalty_end=0.0, b_penalty_anneal_steps=4), "b_penalty_end"),
+                       (dict(b_penalty_end=0.1), "go together"), (dict(b_penalty_end=0.1, b_penalty_anneal_steps=0), "int >= 1"),
+                       (dict(b_penalty=None, b_penalty_end=0.1, b_penalty_anneal_steps=4), "needs b_penalty")]:
+        with pytest.raises(ValueError, match=match):
+            OTVectorQuantizer(8, 4, **bad)
