@@ -151,8 +151,8 @@ class OTVectorQuantizer(nn.Module):
             ``ρ_t = ρ · (ρ_end/ρ)^min(t/T, 1)``, counted in this quantizer's training steps (a buffer, so a
             resumed run continues the schedule). Balanced codes while the encoder and the codebook form, nearly the
             nearest code at the end. ``None`` (default): constant ρ. On natural-image patches at 40 epochs, 3 → 0.1
-            over the whole run gave 6% / 3% lower MSE than vector-quantize-pytorch at K = 256 / 1024 (benchmarks/RESULTS.md,
-            "Session 13"); not the default: it needs the run's length.
+            over the whole run gave 6% / 3% lower MSE than vector-quantize-pytorch at K = 256 / 1024, 4% higher at
+            4096 (benchmarks/RESULTS.md, "Session 13"); not the default: it needs the run's length.
         estimator: ``"ste"`` or ``"rotation"`` (rotation trick, Fifty et al. 2024).
         commitment, codebook_weight: loss weights (OptVQ: 1.0 and 0.25).
         project_codebook: pass the codebook through a learned linear map (OptVQ; init std d^-0.5).
