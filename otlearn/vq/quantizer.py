@@ -231,17 +231,15 @@ class OTVectorQuantizer(nn.Module):
             (ema_assignment in ("plan", "nearest"), f"ema_assignment must be 'plan' or 'nearest', got {ema_assignment!r}"),
             (not (ema_assignment == "nearest" and codebook_update != "ema"),
              "ema_assignment='nearest' chooses the tokens of the EMA codebook update: it needs codebook_update='ema'"),
-            (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0, f"eps must be a finite number > 0, got {eps!r}"),
+            (_finite_positive(eps), f"eps must be a finite number > 0, got {eps!r}"),
             (dead_code_threshold is None or 0 < dead_code_threshold < 1,
              f"dead_code_threshold must be in (0, 1) (a share of the uniform code usage) or None, got {dead_code_threshold!r}"),
             (0 < usage_decay < 1, f"usage_decay must be in (0, 1), got {usage_decay!r}"),
             (not (dead_code_threshold is not None and project_codebook),
              "dead_code_threshold restarts codes at tokens, which project_codebook would map again: pass dead_code_threshold=None"),
-            (b_penalty is None or b_penalty == "auto"
-             or (isinstance(b_penalty, (int, float)) and math.isfinite(b_penalty) and b_penalty > 0),
+            (b_penalty is None or b_penalty == "auto" or _finite_positive(b_penalty),
              f"b_penalty must be a finite number > 0, None or 'auto', got {b_penalty!r}"),
-            (b_penalty_end is None or (isinstance(b_penalty_end, (int, float)) and not isinstance(b_penalty_end, bool)
-                                       and math.isfinite(b_penalty_end) and b_penalty_end > 0),
+            (b_penalty_end is None or _finite_positive(b_penalty_end),
              f"b_penalty_end must be a finite number > 0 or None, got {b_penalty_end!r}"),
             ((b_penalty_end is None) == (b_penalty_anneal_steps is None),
              "b_penalty_end and b_penalty_anneal_steps go together: pass both (the final ρ and the training steps to reach it) or neither"),
@@ -292,8 +290,8 @@ class OTVectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long))
         self.register_buffer("nn_share", torch.ones(num_codes))  # EMA of K · (nearest-code count) / tokens
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
-        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))  # training solves so far (ρ schedule)
-        self._train_steps: int | None = None  # host copy of train_steps
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))  # solves on the ρ schedule so far
+        self._train_steps: int | None = None  # host copy of train_steps (counted only with a schedule)
         self.register_buffer("disagreements", torch.zeros(2, dtype=torch.long))  # (OT != NN, tokens)
         self._ema_ready: bool | None = None  # host copy of ema_initialised (read once, then kept)
 
@@ -426,7 +424,9 @@ class OTVectorQuantizer(nn.Module):
         comm = self._comm()
         scores, stats = self._normalised_scores(dists, comm)
         problem = AssignmentProblem.trusted(scores, self.eps, group=comm, b_penalty=self.current_b_penalty())
-        self._count_train_step()
+        if self.b_penalty_end is not None:
+            self.train_steps += 1
+            self._train_steps += 1
         # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
         result = self.solver(problem, init_g=self.warm_g if self._ema_is_ready() else None, check_init_g=False)
         idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
@@ -434,18 +434,13 @@ class OTVectorQuantizer(nn.Module):
         return idx, result.g, stats, diagnostics
 
     def current_b_penalty(self) -> float | None:
-        """ρ of this training step: ``b_penalty``, or its log-linear schedule towards ``b_penalty_end``."""
-        if self.b_penalty_end is None or self.b_penalty is None:
+        """ρ of the next training step: ``b_penalty``, or its log-linear schedule towards ``b_penalty_end``."""
+        if self.b_penalty_end is None:  # (the constructor made sure a schedule has a ρ to start from)
             return self.b_penalty
         if self._train_steps is None:  # read the buffer once (after construction or loading), then count on the host
             self._train_steps = int(host_values(self.train_steps.reshape(1))[0])
         frac = min(self._train_steps / self.b_penalty_anneal_steps, 1.0)
         return self.b_penalty * (self.b_penalty_end / self.b_penalty) ** frac
-
-    def _count_train_step(self) -> None:
-        self.train_steps += 1
-        if self._train_steps is not None:
-            self._train_steps += 1
 
     @torch.no_grad()
     def _track_inference(self, g: torch.Tensor, stats: torch.Tensor, idx: torch.Tensor, nn_idx: torch.Tensor) -> None:
@@ -574,6 +569,11 @@ class OTVectorQuantizer(nn.Module):
     def reset_counters(self) -> None:
         self.usage.zero_()
         self.disagreements.zero_()
+
+
+def _finite_positive(value: object) -> bool:
+    """Whether ``value`` is a finite int or float > 0 (a valid ε or ρ)."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 @torch.no_grad()
