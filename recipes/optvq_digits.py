@@ -5,8 +5,9 @@ vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code res
 users would pick); ``optvq_exact`` OptVQ's assignment (5 fixed Sinkhorn iterations, inverse
 temperature 10, per-process statistics, argmax codes); ``otlearn`` :class:`OTVectorQuantizer`'s
 recommended configuration (its defaults: otlearn's tolerance-based OT assignment with a relaxed code
-marginal ρ = 3, argmax codes, k-means init, EMA codebook, dead-code restarts); ``--rounding
-balanced --b_penalty null`` or ``--codebook_update gradient`` give other choices on otlearn's solver, and
+marginal whose ρ anneals from 3 to 0.1 over the run, argmax codes, k-means init, EMA codebook, dead-code restarts); ``--rounding
+balanced --b_penalty null``, ``--quantizer_kwargs '{b_penalty_end: null}'`` (constant ρ) or ``--codebook_update
+gradient`` give other choices on otlearn's solver, and
 ``--quantizer_kwargs '{usage_decay: 0.8}'`` any other :class:`OTVectorQuantizer` keyword of that arm.
 For K in ``num_codes`` and each seed, trains on the 70% split and evaluates on the held-out 30%
 with batch-independent (nearest-neighbour) assignment: codebook utilisation and perplexity of the
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     per_seed: dict = {}
     last_models: dict[str, VQAutoencoder] = {}
+    anneal_steps: int | None = None  # the otlearn arm's ρ schedule length (set by the trainer)
     for k in cfg.num_codes:
         key = f"K{k}"
         results[key], per_seed[key] = {}, {}
@@ -251,10 +253,12 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed[key][arm] = runs
             if k == max(cfg.num_codes):
                 last_models[arm] = model
+            if arm == "otlearn":
+                anneal_steps = getattr(model.quantizer, "b_penalty_anneal_steps", None)
     reconstructions_png(cfg, last_models, os.path.join(cfg.out_dir, "reconstructions.png"))
     seconds = time.perf_counter() - t0
     results["meta"] = {"seeds": cfg.seeds, "max_epochs": cfg.max_epochs, "seconds": seconds, "smoke": cfg.smoke,
-                       "per_seed": per_seed}
+                       "otlearn_anneal_steps": anneal_steps, "per_seed": per_seed}
     with open(os.path.join(cfg.out_dir, "metrics.json"), "w") as fh:
         json.dump(results, fh, indent=2)
     write_report(cfg, results)
@@ -297,7 +301,7 @@ def write_report(cfg, results: dict) -> None:
              f"nearest-neighbour assignment (batch-independent), train utilisation the same over the {train_tokens:,} "
              f"training tokens (seed mean); SSIM with a 7x7 Gaussian window; total {meta['seconds']:.0f} s."
              + (" **Smoke run: the numbers mean nothing.**" if meta["smoke"] else ""), "",
-             f"otlearn arm: {otlearn_description(cfg)}.", ""]
+             f"otlearn arm: {otlearn_description(cfg, meta.get('otlearn_anneal_steps'))}.", ""]
     per_seed = meta["per_seed"]
     for key in per_seed:  # "K256", … in the order they ran
         k = int(key[1:])
@@ -335,10 +339,20 @@ def patch_split_text(images: str) -> str:
     return f"train: {', '.join(train)}; test: {', '.join(test)}"
 
 
-def otlearn_description(cfg) -> str:
+def otlearn_description(cfg, anneal_steps: int | None = None) -> str:
+    """The otlearn arm's configuration in words; ``anneal_steps``: the ρ schedule's length the run used."""
     extra = extra_quantizer_kwargs(cfg)
     setting = {name: extra.get(name, quantizer_default(name)) for name in ("dead_code_threshold", "usage_decay")}
-    relax = f"relaxed code marginal ρ = {cfg.b_penalty:g}" if cfg.b_penalty is not None else "hard equal code masses"
+    schedule = {name: extra[name] for name in ("b_penalty_end", "b_penalty_anneal_steps") if name in extra}
+    probe = OTVectorQuantizer(8, 4, b_penalty=cfg.b_penalty, rounding=cfg.rounding, **schedule)  # resolves the "auto"s
+    if probe.b_penalty is None:
+        relax = "hard equal code masses"
+    elif probe.b_penalty_end is None:
+        relax = f"relaxed code marginal, constant ρ = {probe.b_penalty:g}"
+    else:
+        steps = probe.b_penalty_anneal_steps or anneal_steps
+        relax = (f"relaxed code marginal, ρ annealed log-linearly from {probe.b_penalty:g} to {probe.b_penalty_end:g} over "
+                 + (f"{steps:,} training steps" if steps else "the run") + ("" if probe.b_penalty_anneal_steps else " (the whole run)"))
     restart = ("no dead-code restarts" if setting["dead_code_threshold"] is None else
                f"restart of codes whose EMA share of nearest-code picks falls below {setting['dead_code_threshold']:g} of "
                f"uniform (decay {setting['usage_decay']:g} per step)")

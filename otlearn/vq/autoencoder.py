@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from otlearn.vq.quantizer import OTVectorQuantizer
+from otlearn.vq.schedule import schedule_code_marginals
 
 
 def conv_encoder(in_chans: int, hidden: int, latent_dim: int, downsamples: int) -> nn.Sequential:
@@ -84,6 +85,9 @@ class VQAutoencoder(pl.LightningModule):
 
     def embed(self, batch: dict) -> torch.Tensor:
         return self.encoder(batch["image"]).flatten(1)
+
+    def on_fit_start(self) -> None:
+        schedule_code_marginals(self.trainer, self)  # ρ anneals over this run (b_penalty_anneal_steps="auto")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         start = time.perf_counter()

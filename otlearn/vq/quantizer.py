@@ -27,6 +27,7 @@ compiled model calls it eagerly; every collective goes through :mod:`otlearn.com
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +42,7 @@ from otlearn.ot.rounding import column_counts
 
 
 RECOMMENDED_B_PENALTY = 3.0
+RECOMMENDED_B_PENALTY_END = 0.1
 
 
 def default_solver() -> SinkhornSolver:
@@ -147,12 +149,14 @@ class OTVectorQuantizer(nn.Module):
             ``None``: hard equal masses (OptVQ). ``"auto"`` (default): 3.0 with ``rounding="argmax"``,
             ``None`` with ``"balanced"`` (which needs equal masses).
         b_penalty_end, b_penalty_anneal_steps: anneal ρ log-linearly from ``b_penalty`` at the first training
-            step to ``b_penalty_end`` at step ``b_penalty_anneal_steps`` (then constant):
-            ``ρ_t = ρ · (ρ_end/ρ)^min(t/T, 1)``, counted in this quantizer's training steps (a buffer, so a
-            resumed run continues the schedule). Balanced codes while the encoder and the codebook form, nearly the
-            nearest code at the end. ``None`` (default): constant ρ. On natural-image patches at 40 epochs, 3 → 0.1
-            over the whole run gave 6% / 3% lower MSE than vector-quantize-pytorch at K = 256 / 1024, 4% higher at
-            4096 (benchmarks/RESULTS.md, "Session 13"); not the default: it needs the run's length.
+            step to ``b_penalty_end`` at step T = ``b_penalty_anneal_steps`` (then constant):
+            ``ρ_t = ρ · (ρ_end/ρ)^min(t/T, 1)``, counted in this quantizer's training steps (the ``train_steps``
+            buffer, so a resumed run continues the schedule). Balanced codes while the encoder and the codebook
+            form, nearly the nearest code at the end. ``b_penalty_end="auto"`` (default): 0.1 when ρ is relaxed
+            above it, else no schedule; ``None``: constant ρ. ``b_penalty_anneal_steps="auto"`` (default): T is the
+            training run's length, set by :meth:`set_anneal_steps` — :class:`~otlearn.vq.VQAutoencoder` and the
+            :class:`~otlearn.vq.CodeMarginalSchedule` callback do it at fit start from the trainer; until T is
+            known ρ stays at ``b_penalty`` (one warning). An int fixes T.
         estimator: ``"ste"`` or ``"rotation"`` (rotation trick, Fifty et al. 2024).
         commitment, codebook_weight: loss weights (OptVQ: 1.0 and 0.25).
         project_codebook: pass the codebook through a learned linear map (OptVQ; init std d^-0.5).
@@ -209,8 +213,8 @@ class OTVectorQuantizer(nn.Module):
         inference: Literal["nn", "potential"] = "nn",
         ema_decay: float = 0.8,
         ema_assignment: Literal["plan", "nearest"] = "plan",
-        b_penalty_end: float | None = None,
-        b_penalty_anneal_steps: int | None = None,
+        b_penalty_end: float | None | Literal["auto"] = "auto",
+        b_penalty_anneal_steps: int | Literal["auto"] = "auto",
         group: dist.ProcessGroup | str | None = "auto",
         solver: SinkhornSolver | None = None,
     ) -> None:
@@ -239,13 +243,13 @@ class OTVectorQuantizer(nn.Module):
              "dead_code_threshold restarts codes at tokens, which project_codebook would map again: pass dead_code_threshold=None"),
             (b_penalty is None or b_penalty == "auto" or _finite_positive(b_penalty),
              f"b_penalty must be a finite number > 0, None or 'auto', got {b_penalty!r}"),
-            (b_penalty_end is None or _finite_positive(b_penalty_end),
-             f"b_penalty_end must be a finite number > 0 or None, got {b_penalty_end!r}"),
-            ((b_penalty_end is None) == (b_penalty_anneal_steps is None),
-             "b_penalty_end and b_penalty_anneal_steps go together: pass both (the final ρ and the training steps to reach it) or neither"),
-            (b_penalty_anneal_steps is None or (isinstance(b_penalty_anneal_steps, int) and b_penalty_anneal_steps >= 1),
-             f"b_penalty_anneal_steps must be an int >= 1, got {b_penalty_anneal_steps!r}"),
-            (not (b_penalty_end is not None and (b_penalty is None or rounding == "balanced")),
+            (b_penalty_end is None or b_penalty_end == "auto" or _finite_positive(b_penalty_end),
+             f"b_penalty_end must be a finite number > 0, None (constant ρ) or 'auto', got {b_penalty_end!r}"),
+            (b_penalty_anneal_steps == "auto" or (isinstance(b_penalty_anneal_steps, int) and not isinstance(b_penalty_anneal_steps, bool)
+                                                 and b_penalty_anneal_steps >= 1),
+             f"b_penalty_anneal_steps must be an int >= 1 or 'auto' (the training run's length), got {b_penalty_anneal_steps!r}; "
+             "for a constant ρ pass b_penalty_end=None"),
+            (not (b_penalty_end not in (None, "auto") and (b_penalty is None or rounding == "balanced")),
              "b_penalty_end anneals a relaxed code marginal: it needs b_penalty (a number or 'auto') with rounding='argmax'"),
             (not (b_penalty not in (None, "auto") and rounding == "balanced"),
              "rounding='balanced' needs equal code masses; with b_penalty use rounding='argmax'"),
@@ -268,8 +272,18 @@ class OTVectorQuantizer(nn.Module):
         self.solver = solver if solver is not None else default_solver()
         self.codebook_update = codebook_update
         self.ema_assignment = ema_assignment
+        if b_penalty_end == "auto":  # anneal towards 0.1 whenever the code marginal is relaxed above it
+            relaxed_above = self.b_penalty is not None and self.b_penalty > RECOMMENDED_B_PENALTY_END
+            b_penalty_end = RECOMMENDED_B_PENALTY_END if relaxed_above else None
         self.b_penalty_end = None if b_penalty_end is None else float(b_penalty_end)
-        self.b_penalty_anneal_steps = b_penalty_anneal_steps
+        if self.b_penalty_end is None and isinstance(b_penalty_anneal_steps, int):
+            raise ValueError(f"b_penalty_anneal_steps={b_penalty_anneal_steps} times a ρ schedule, but there is none "
+                             "(b_penalty_end resolved to None: constant or hard code masses); pass a b_penalty_end or drop it")
+        #: whether the schedule's length comes from the training run (:meth:`set_anneal_steps`, called by
+        #: :class:`~otlearn.vq.CodeMarginalSchedule` and :class:`~otlearn.vq.VQAutoencoder` at fit start)
+        self.anneal_steps_from_run = self.b_penalty_end is not None and b_penalty_anneal_steps == "auto"
+        self.b_penalty_anneal_steps: int | None = b_penalty_anneal_steps if isinstance(b_penalty_anneal_steps, int) else None
+        self._warned_no_horizon = False
         self.kmeans_init = isinstance(codebook_init, str) and codebook_init == "kmeans"
         self.codebook = nn.Parameter(self._init_codes("normal" if self.kmeans_init else codebook_init),
                                      requires_grad=codebook_update == "gradient")
@@ -423,23 +437,48 @@ class OTVectorQuantizer(nn.Module):
         skips re-validation (:meth:`AssignmentProblem.trusted`)."""
         comm = self._comm()
         scores, stats = self._normalised_scores(dists, comm)
+        if self.b_penalty_end is not None and self.b_penalty_anneal_steps is None and not self._warned_no_horizon:
+            self._warned_no_horizon = True
+            warnings.warn(
+                f"OTVectorQuantizer: b_penalty_anneal_steps='auto' but no run length was set, so ρ stays at "
+                f"b_penalty={self.b_penalty:g} instead of annealing to {self.b_penalty_end:g}. Under Lightning add the "
+                "otlearn.vq.CodeMarginalSchedule() callback (VQAutoencoder does it itself); in a plain loop call "
+                "quantizer.set_anneal_steps(total_training_steps) or pass b_penalty_anneal_steps=N; b_penalty_end=None "
+                "keeps ρ constant without this warning.", stacklevel=2)
         problem = AssignmentProblem.trusted(scores, self.eps, group=comm, b_penalty=self.current_b_penalty())
         if self.b_penalty_end is not None:
+            self._train_steps = self._host_train_steps() + 1
             self.train_steps += 1
-            self._train_steps += 1
         # warm_g is the g of this quantizer's previous solve: no need to re-check it on the host
         result = self.solver(problem, init_g=self.warm_g if self._ema_is_ready() else None, check_init_g=False)
         idx = result.balanced_assignments() if self.rounding == "balanced" else result.assignments()
         diagnostics = {"solver_iterations": float(result.n_iters), "solver_error": result.final_error.float()}
         return idx, result.g, stats, diagnostics
 
-    def current_b_penalty(self) -> float | None:
-        """ρ of the next training step: ``b_penalty``, or its log-linear schedule towards ``b_penalty_end``."""
-        if self.b_penalty_end is None:  # (the constructor made sure a schedule has a ρ to start from)
-            return self.b_penalty
-        if self._train_steps is None:  # read the buffer once (after construction or loading), then count on the host
+    def _host_train_steps(self) -> int:
+        """``train_steps`` on the host: read from the buffer once (after construction or loading), then counted here."""
+        if self._train_steps is None:
             self._train_steps = int(host_values(self.train_steps.reshape(1))[0])
-        frac = min(self._train_steps / self.b_penalty_anneal_steps, 1.0)
+        return self._train_steps
+
+    def set_anneal_steps(self, steps: int) -> None:
+        """Set T, the training steps (forward passes in training mode) over which ρ anneals to ``b_penalty_end``.
+
+        :class:`~otlearn.vq.CodeMarginalSchedule` calls it at fit start with the trainer's step count when
+        ``b_penalty_anneal_steps="auto"``. A resumed run keeps its step count (the ``train_steps`` buffer) and
+        gets T again from its trainer, so it continues the same schedule."""
+        if self.b_penalty_end is None:
+            raise ValueError("set_anneal_steps: this quantizer has no ρ schedule (b_penalty_end is None)")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"set_anneal_steps: steps must be an int >= 1 (training steps), got {steps!r}")
+        self.b_penalty_anneal_steps = steps
+
+    def current_b_penalty(self) -> float | None:
+        """ρ of the next training step: ``b_penalty``, or its log-linear schedule towards ``b_penalty_end``
+        (``b_penalty`` while the schedule's length is unknown)."""
+        if self.b_penalty_end is None or self.b_penalty_anneal_steps is None:
+            return self.b_penalty  # (the constructor made sure a schedule has a ρ to start from)
+        frac = min(self._host_train_steps() / self.b_penalty_anneal_steps, 1.0)
         return self.b_penalty * (self.b_penalty_end / self.b_penalty) ** frac
 
     @torch.no_grad()

@@ -1,6 +1,9 @@
 """OTVectorQuantizer: the assignment against the core solver and OptVQ's formula, DDP equality,
 estimators, batch-independent inference, statistics and errors."""
+import warnings
+
 import numpy as np
+
 import pytest
 import torch
 
@@ -252,7 +255,8 @@ def test_kmeans_codebook_init_uses_the_first_training_batch():
 @pytest.mark.parametrize("rho", [0.3, 3.0])
 def test_relaxed_code_marginal_is_the_core_relaxed_solver(rho):
     torch.manual_seed(1)
-    q = OTVectorQuantizer(32, 8, b_penalty=rho, solver=SinkhornSolver(tol=1e-6, max_iter=5000), codebook_update="gradient")
+    q = OTVectorQuantizer(32, 8, b_penalty=rho, b_penalty_end=None, solver=SinkhornSolver(tol=1e-6, max_iter=5000),
+                          codebook_update="gradient")
     x = _data(5, n=400)
     got = q(x).indices[:, 0]
     ref = sinkhorn(-_normalised(x, q.codes().detach()), 0.1, b_penalty=rho, tol=1e-6, max_iter=5000).assignments()
@@ -368,11 +372,43 @@ def test_annealed_code_marginal_follows_its_schedule_and_resumes(seed):
     q.eval()
     q(_data(7))  # inference neither counts nor moves the schedule
     assert int(q.train_steps) == 6
-    constant = OTVectorQuantizer(8, 4, b_penalty=rho)
-    constant(torch.randn(64, 4))
-    assert constant.current_b_penalty() == rho
+    constant = OTVectorQuantizer(8, 4, b_penalty=rho, b_penalty_end=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant ρ asks for no run length
+        constant(torch.randn(64, 4))
+    assert constant.current_b_penalty() == rho and int(constant.train_steps) == 0
     for bad, match in [(dict(b_penalty_end=0.0, b_penalty_anneal_steps=4), "b_penalty_end"),
-                       (dict(b_penalty_end=0.1), "go together"), (dict(b_penalty_end=0.1, b_penalty_anneal_steps=0), "int >= 1"),
-                       (dict(b_penalty=None, b_penalty_end=0.1, b_penalty_anneal_steps=4), "needs b_penalty")]:
+                       (dict(b_penalty_end=None, b_penalty_anneal_steps=4), "there is none"),
+                       (dict(rounding="balanced", b_penalty_anneal_steps=4), "there is none"),
+                       (dict(b_penalty_anneal_steps=None), "int >= 1 or 'auto'"),
+                       (dict(b_penalty_anneal_steps=0), "int >= 1"), (dict(b_penalty_anneal_steps=2.5), "int >= 1"),
+                       (dict(b_penalty=None, b_penalty_end=0.1), "needs b_penalty")]:
         with pytest.raises(ValueError, match=match):
             OTVectorQuantizer(8, 4, **bad)
+
+
+def test_default_anneals_to_a_tenth_once_told_the_run_length_and_warns_once_until_then():
+    """The default schedule is ρ = 3 → 0.1 over T = the run's length. Without T (a plain loop that never calls
+    set_anneal_steps) it keeps ρ = 3, counts its steps and says so once; told T later, it continues from the
+    steps already taken. Hard code masses (balanced rounding, OptVQ's settings) have no schedule."""
+    solver = SinkhornSolver(tol=1e-6, max_iter=5000)
+    torch.manual_seed(0)
+    q = OTVectorQuantizer(32, 8, solver=solver, codebook_update="gradient", codebook_init="normal", dead_code_threshold=None)
+    assert (q.b_penalty, q.b_penalty_end, q.b_penalty_anneal_steps, q.anneal_steps_from_run) == (3.0, 0.1, None, True)
+    with pytest.warns(UserWarning, match="no run length was set") as record:
+        for t in range(2):
+            x = _data(50 + t, n=400)
+            codes = q.codes().detach().clone()
+            ref = sinkhorn(-_normalised(x, codes), 0.1, b_penalty=3.0, tol=1e-6, max_iter=5000).assignments()
+            assert torch.equal(q(x).indices[:, 0], ref)
+    assert len([w for w in record if "no run length" in str(w.message)]) == 1
+    q.set_anneal_steps(4)  # 2 of 4 steps already taken: half-way on the log scale
+    assert q.current_b_penalty() == pytest.approx(3.0 * (0.1 / 3.0) ** 0.5, rel=1e-12)
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="int >= 1"):
+            q.set_anneal_steps(bad)
+    for kwargs in (dict(rounding="balanced"), OPTVQ_SETTINGS, dict(b_penalty=0.1), dict(b_penalty_end=None)):
+        fixed = OTVectorQuantizer(8, 4, **kwargs)
+        assert fixed.b_penalty_end is None and not fixed.anneal_steps_from_run
+        with pytest.raises(ValueError, match="no ρ schedule"):
+            fixed.set_anneal_steps(10)
