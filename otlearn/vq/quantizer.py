@@ -115,13 +115,15 @@ class OTVectorQuantizer(nn.Module):
     """Vector quantizer with optimal-transport (or nearest-neighbour) code assignment.
 
     The defaults are otlearn's recommended configuration: OT assignment at ε = 0.1 on normalised
-    distances with a relaxed code marginal (ρ = 3), argmax codes, a k-means codebook from the first
-    batch, EMA codebook updates (decay 0.8) and restarts of codes no token would pick at inference.
-    Against vector-quantize-pytorch's k-means-init + dead-code-restart EMA quantizer (rotation trick on):
-    on digits (ten seeds) ≥ 99.7% of the codes used at K ≤ 1024 (at 4096 every code on the training tokens)
-    and a lower mean test MSE at every K (its codebook collapsed on one seed; without it level at 256, 6–9%
-    lower at 1024 / 4096); on natural-image patches ≥ 99.2% of the codes used on every seed up to K = 4096,
-    MSE 5–10% lower at 1024 / 4096 (three seeds) and 7% higher at 256 (three, ten and twenty seeds) (benchmarks/RESULTS.md).
+    distances with a relaxed code marginal whose ρ anneals from 3 to 0.1 over the training run (its length
+    from the trainer: :class:`~otlearn.vq.CodeMarginalSchedule`), argmax codes, a k-means codebook from the
+    first batch, EMA codebook updates (decay 0.8) and restarts of codes no token would pick at inference.
+    Against vector-quantize-pytorch's k-means-init + dead-code-restart EMA quantizer (rotation trick on),
+    session 15 (benchmarks/RESULTS.md): on digits ≥ 99.7% of the codes used at K ≤ 1024 on ten seeds (at 4096
+    every code on the training tokens; 8,640 test tokens allow any quantizer 88%); mean test MSE lower at
+    K = 256 / 1024 over ten seeds (its codebook collapsed on one; without it −2.2% / −9.6%) though +2.7% at 256
+    on the first three, and −6.3% at 4096 (three seeds); on natural-image patches (stereo split, three seeds) ≥ 99.4% of
+    the codes used up to K = 4096 and MSE −1.5% / −0.6% / −1.7% at K = 256 / 1024 / 4096.
     OptVQ's published settings are ``OTVectorQuantizer(K, D, **OPTVQ_SETTINGS)``.
 
     Args:
