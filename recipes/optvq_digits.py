@@ -342,7 +342,7 @@ def patch_split_text(images: str) -> str:
 def otlearn_description(cfg, anneal_steps: int | None = None) -> str:
     """The otlearn arm's configuration in words; ``anneal_steps``: the ρ schedule's length the run used."""
     extra = extra_quantizer_kwargs(cfg)
-    setting = {name: extra.get(name, quantizer_default(name)) for name in ("dead_code_threshold", "usage_decay")}
+    setting = {name: extra.get(name, quantizer_default(name)) for name in ("dead_code_threshold", "usage_decay", "restart_sampling")}
     schedule = {name: extra[name] for name in ("b_penalty_end", "b_penalty_anneal_steps") if name in extra}
     probe = OTVectorQuantizer(8, 4, b_penalty=cfg.b_penalty, rounding=cfg.rounding, **schedule)  # resolves the "auto"s
     if probe.b_penalty is None:
@@ -355,7 +355,9 @@ def otlearn_description(cfg, anneal_steps: int | None = None) -> str:
                  + (f"{steps:,} training steps" if steps else "the run") + ("" if probe.b_penalty_anneal_steps else " (the whole run)"))
     restart = ("no dead-code restarts" if setting["dead_code_threshold"] is None else
                f"restart of codes whose EMA share of nearest-code picks falls below {setting['dead_code_threshold']:g} of "
-               f"uniform (decay {setting['usage_decay']:g} per step)")
+               f"uniform (decay {setting['usage_decay']:g} per step), "
+               + ("at distinct batch tokens drawn ∝ squared distance to their nearest code" if setting["restart_sampling"] == "distance"
+                  else "at uniformly drawn batch tokens"))
     others = {name: value for name, value in extra.items() if name not in setting}
     return (f"OT assignment (ε = {cfg.eps:g} on normalised distances, tol {cfg.solver.tol:g}), {relax}, "
             f"{cfg.rounding} codes, {cfg.codebook_init} codebook init, {cfg.codebook_update} codebook "

@@ -91,13 +91,14 @@ def test_reads_per_rank_on_a_gloo_group(mode):
         assert out["tol_reads"] == 1 + out["checks"]  # validation + one per check
 
 
-def test_quantizer_forward_reads_once_with_a_fixed_solver():
+@pytest.mark.parametrize("restart_sampling", ["uniform", "distance"])
+def test_quantizer_forward_reads_once_with_a_fixed_solver(restart_sampling):
     """The input's NaN/Inf check is the only host read of a training forward (trusted problem,
-    warm start from its own g without re-checking, statistics on the device)."""
+    warm start from its own g without re-checking, statistics and dead-code restarts on the device)."""
     from otlearn.vq import OTVectorQuantizer
 
     torch.manual_seed(0)
-    quantizer = OTVectorQuantizer(256, 16, solver=SinkhornSolver(tol=None, max_iter=10))
+    quantizer = OTVectorQuantizer(256, 16, solver=SinkhornSolver(tol=None, max_iter=10), restart_sampling=restart_sampling)
     x = torch.randn(2048, 16)
     quantizer(x)  # the first forward also reads the EMA state once
     reads, out = _reads(lambda: quantizer(x))

@@ -309,15 +309,47 @@ def test_dead_codes_restart_at_tokens_and_healthy_codes_stay():
         OTVectorQuantizer(8, 4, dead_code_threshold=1.5)
 
 
-def test_dead_code_restarts_agree_across_ranks():
+@pytest.mark.parametrize("sampling", ["uniform", "distance"])
+def test_dead_code_restarts_agree_across_ranks(sampling):
     from ._workers import restart_shard
 
     x = _data(4, n=300, d=4)
-    results = run_workers(restart_shard, 2, x, [170, 130], 16, 70)
+    results = run_workers(restart_shard, 2, x, [170, 130], 16, 70, sampling)
     (book0, restarts0, share0), (book1, restarts1, share1) = results
     assert restarts0 == restarts1 == 12
     np.testing.assert_array_equal(book0, book1)
     np.testing.assert_allclose(share0, share1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_distance_restarts_go_to_distinct_badly_quantised_tokens(seed):
+    """``restart_sampling="distance"``: dead codes move to distinct tokens drawn ∝ squared distance to their nearest
+    code. 190 tokens sit exactly on 8 live codes (distance 0) and 10 outliers lie far from every code, so the 6 dead
+    codes must land on 6 distinct outliers; uniform sampling, from the same state, lands on few of them."""
+    g = torch.Generator().manual_seed(seed)
+    live = 3 * torch.randn(8, 4, generator=g)
+    covered = live[torch.randint(8, (190,), generator=g)]
+    outliers = live[:5].repeat(2, 1) + 6 + torch.randn(10, 4, generator=g)  # nearest code: a live one, far away
+    x = torch.cat([covered, outliers])[torch.randperm(200, generator=g)]
+    init = torch.cat([live, live.mean(0) + 100 + torch.arange(6, dtype=torch.float32)[:, None]])  # 6 far, dead codes
+    landed = {}
+    for sampling in ("uniform", "distance"):
+        torch.manual_seed(seed)
+        q = OTVectorQuantizer(14, 4, codebook_init=init, assignment="nn", codebook_update="gradient",
+                              restart_sampling=sampling)
+        for _ in range(22):  # 0.9^22 < 0.1: the dead codes restart at the 22nd step
+            q(x)
+        assert int(q.restarts) == 6
+        new = q.codebook.detach()[8:]
+        assert torch.equal(q.codebook.detach()[:8], live)  # live codes untouched
+        on_outlier = torch.cdist(new, outliers).min(1).values < 1e-5
+        landed[sampling] = int(on_outlier.sum())
+        if sampling == "distance":
+            assert on_outlier.all(), "every dead code restarts at an outlier token"
+            assert torch.unique(new, dim=0).shape[0] == 6, "at distinct tokens"
+    assert landed["uniform"] < 6  # 10 of 200 tokens: uniform draws find few of them
+    with pytest.raises(ValueError, match="restart_sampling must be 'uniform' or 'distance'"):
+        OTVectorQuantizer(8, 4, restart_sampling="farthest")
 
 
 @pytest.mark.parametrize("seed", range(3))
