@@ -117,13 +117,16 @@ class OTVectorQuantizer(nn.Module):
     The defaults are otlearn's recommended configuration: OT assignment at ε = 0.1 on normalised
     distances with a relaxed code marginal whose ρ anneals from 3 to 0.1 over the training run (its length
     from the trainer: :class:`~otlearn.vq.CodeMarginalSchedule`), argmax codes, a k-means codebook from the
-    first batch, EMA codebook updates (decay 0.8) and restarts of codes no token would pick at inference.
+    first batch, EMA codebook updates (decay 0.8) and restarts of codes no token would pick at inference, at the
+    tokens the codebook quantises worst.
     Against vector-quantize-pytorch's k-means-init + dead-code-restart EMA quantizer (rotation trick on),
-    session 15 (benchmarks/RESULTS.md): on digits ≥ 99.7% of the codes used at K ≤ 1024 on ten seeds (at 4096
-    every code on the training tokens; 8,640 test tokens allow any quantizer 88%); mean test MSE lower at
-    K = 256 / 1024 over ten seeds (its codebook collapsed on one; without it −2.2% / −9.6%) though +2.7% at 256
-    on the first three, and −6.3% at 4096 (three seeds); on natural-image patches (stereo split, three seeds) ≥ 99.4% of
-    the codes used up to K = 4096 and MSE −1.5% / −0.6% / −1.7% at K = 256 / 1024 / 4096.
+    session 16 (benchmarks/RESULTS.md, both libraries on one machine): on digits over ten seeds a mean test MSE
+    −5.6% / −8.3% at K = 256 / 1024 without the seed where vector-quantize-pytorch's codebook collapsed (lower on 7 / 8
+    of 10), −13.9% at 4096 (three seeds), ≥ 99.5% of the codes used at K ≤ 1024 (at 4096 the 8,640 test tokens allow
+    any quantizer 88%; every code is used on the training tokens); on natural-image patches (stereo split, three seeds)
+    ≥ 99.5% of the codes used up to K = 4096 and MSE +1.3% / −3.7% / −2.8% at K = 256 / 1024 / 4096 (+1.5% over ten
+    seeds at 256, interval across 0). Three seeds do not separate the two libraries: the same code gave other signs
+    on another machine (session 15).
     OptVQ's published settings are ``OTVectorQuantizer(K, D, **OPTVQ_SETTINGS)``.
 
     Args:
@@ -188,7 +191,8 @@ class OTVectorQuantizer(nn.Module):
             (vector-quantize-pytorch's rule, and otlearn's before session 16), which mostly lands in dense, already
             covered regions, where the OT plan's EMA moves the code away from the tokens it would serve and it dies
             again. Session 16 (benchmarks/RESULTS.md): on stereo patches at K = 4096 the worst seed's test
-            utilisation 0.983 → 0.995 and MSE −9.9%, at K = 256 −8.8%; digits K = 256 −3.9% over ten seeds.
+            utilisation 0.983 → 0.995 and MSE −9.9% (three seeds); at K = 256 −2.3% and on digits K = 256 −3.9%
+            (ten seeds each); equal within 1% at K = 1024.
         inference: ``"nn"`` (default) or ``"potential"`` (EMA of the OT potentials).
         ema_decay: decay of the inference EMAs.
         group: process group for ``"ot"`` and the EMA codebook; ``"auto"`` = the default group when
