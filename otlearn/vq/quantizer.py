@@ -595,19 +595,12 @@ class OTVectorQuantizer(nn.Module):
         """
         comm = self._comm()
         k, d = self.num_codes, self.code_dim
-        payload = torch.zeros(2 + k + k * d, device=tokens.device, dtype=torch.float32)  # n, flag, counts, tokens
-        payload[0] = tokens.shape[0]
-        payload[2 : 2 + k] = nn_counts.float()
         n_local = tokens.shape[0]
+        payload = torch.zeros(2 + k + k * d, device=tokens.device, dtype=torch.float32)  # n, flag, counts, tokens
+        payload[0] = n_local
+        payload[2 : 2 + k] = nn_counts.float()
         if comm.rank == 0 and n_local > 0:
-            if self.restart_sampling == "distance":
-                weights = nn_dist.float().square().clamp(min=1e-30)
-                gumbel = -torch.log(-torch.log(torch.rand(n_local, device=tokens.device).clamp(1e-20, 1.0 - 1e-7)))
-                order = (weights.log() + gumbel).argsort(descending=True)
-                pick = order[torch.arange(k, device=tokens.device) % n_local]
-            else:
-                pick = torch.randint(n_local, (k,), device=tokens.device)
-            payload[2 + k :] = tokens[pick].float().reshape(-1)
+            payload[2 + k :] = tokens[self._restart_picks(nn_dist)].float().reshape(-1)
             payload[1] = 1.0  # rank 0 had candidate tokens
         comm.all_reduce_(payload)
         n, has_candidates = payload[0], payload[1] > 0
@@ -625,6 +618,17 @@ class OTVectorQuantizer(nn.Module):
             mean_count = self.ema_count.mean()
             self.ema_count.copy_(torch.where(dead, mean_count.expand_as(self.ema_count), self.ema_count))
             self.ema_sum.copy_(torch.where(dead[:, None], candidates * mean_count, self.ema_sum))
+
+    def _restart_picks(self, nn_dist: torch.Tensor) -> torch.Tensor:
+        """(K,) indices of the batch tokens offered to the K codes (slot j: code j for ``"uniform"``, the j-th dead code
+        for ``"distance"``; see :meth:`_restart_dead_codes`). ``nn_dist`` (n,), n ≥ 1."""
+        n, k, device = nn_dist.shape[0], self.num_codes, nn_dist.device
+        if self.restart_sampling == "uniform":
+            return torch.randint(n, (k,), device=device)
+        weights = nn_dist.float().square().clamp(min=1e-30)
+        gumbel = -torch.log(-torch.log(torch.rand(n, device=device).clamp(1e-20, 1.0 - 1e-7)))
+        order = (weights.log() + gumbel).argsort(descending=True)  # weighted order without replacement (Gumbel top-k)
+        return order[torch.arange(k, device=device) % n]
 
     def _estimate(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         if self.estimator == "ste":
