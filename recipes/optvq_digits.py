@@ -82,7 +82,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--num_codes", type=list[int], default=[256, 1024])
     parser.add_argument("--arms", type=list[str], default=list(ARMS))
     parser.add_argument("--seeds", type=list[int], default=[0, 1, 2])
-    parser.add_argument("--max_epochs", type=int, default=40)
+    parser.add_argument("--max_epochs", type=int, default=120)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--latent_dim", type=int, default=16)
