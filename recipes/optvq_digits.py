@@ -5,7 +5,7 @@ vector-quantize-pytorch's ``VectorQuantize`` with k-means init and dead-code res
 users would pick); ``optvq_exact`` OptVQ's assignment (5 fixed Sinkhorn iterations, inverse
 temperature 10, per-process statistics, argmax codes); ``otlearn`` :class:`OTVectorQuantizer`'s
 recommended configuration (its defaults: otlearn's tolerance-based OT assignment with a relaxed code
-marginal whose ρ anneals from 3 to 0.1 over the run, argmax codes, k-means init, EMA codebook, dead-code restarts); ``--rounding
+marginal whose ρ anneals from 3 to 0.01 over the run, argmax codes, k-means init, EMA codebook, dead-code restarts); ``--rounding
 balanced --b_penalty null``, ``--quantizer_kwargs '{b_penalty_end: null}'`` (constant ρ) or ``--codebook_update
 gradient`` give other choices on otlearn's solver, and
 ``--quantizer_kwargs '{usage_decay: 0.8}'`` any other :class:`OTVectorQuantizer` keyword of that arm.

@@ -42,7 +42,7 @@ from otlearn.ot.rounding import column_counts
 
 
 RECOMMENDED_B_PENALTY = 3.0
-RECOMMENDED_B_PENALTY_END = 0.1
+RECOMMENDED_B_PENALTY_END = 0.01
 
 
 def default_solver() -> SinkhornSolver:
@@ -115,17 +115,17 @@ class OTVectorQuantizer(nn.Module):
     """Vector quantizer with optimal-transport (or nearest-neighbour) code assignment.
 
     The defaults are otlearn's recommended configuration: OT assignment at ε = 0.1 on normalised
-    distances with a relaxed code marginal whose ρ anneals from 3 to 0.1 over the training run (its length
+    distances with a relaxed code marginal whose ρ anneals from 3 to 0.01 over the training run (its length
     from the trainer: :class:`~otlearn.vq.CodeMarginalSchedule`), argmax codes, a k-means codebook from the
     first batch, EMA codebook updates (decay 0.8) and restarts of codes no token would pick at inference, at the
     tokens the codebook quantises worst.
     Against vector-quantize-pytorch's k-means-init + dead-code-restart EMA quantizer (rotation trick on),
-    session 17 (benchmarks/RESULTS.md, both libraries on one machine, digits 120 epochs, patches 60): on digits a mean
-    test MSE −8.9% / −28.2% / −21.7% at K = 256 / 1024 / 4096 (three seeds; −42.6% over ten seeds at 1024, lower on every
-    seed), ≥ 99.6% of the codes used at K ≤ 1024 (at 4096 the 8,640 test tokens leave a uniform code distribution about
-    88%; every code is used on the training tokens); on natural-image patches (stereo split, three seeds) ≥ 99.6% of the
-    codes used up to K = 4096 and MSE −10.3% at 4096, but +2.2% / +3.4% at K = 256 / 1024, where both use every code:
-    there ``b_penalty_end=0.01`` levels it (−0.4% / −0.5%) and costs digits K = 1024 7.7%.
+    session 17 (benchmarks/RESULTS.md, both libraries on one machine, digits 120 epochs, patches 60, three seeds):
+    on digits a mean test MSE −16.2% / −22.5% / −22.0% at K = 256 / 1024 / 4096 (ten seeds: lower on every seed at 256,
+    on 8 of 10 at 1024), ≥ 99.3% of the codes used at K ≤ 1024 (ten seeds at 1024: ≥ 98.5%; at 4096 the 8,640 test
+    tokens leave a uniform code distribution about 88%; every code is used on the training tokens); on natural-image
+    patches (stereo split) ≥ 99.1% of the codes used up to K = 4096, MSE −0.4% / −0.5% at K = 256 / 1024 (level: both use
+    every code there) and −14.3% at 4096, where vector-quantize-pytorch leaves codes unused.
     OptVQ's published settings are ``OTVectorQuantizer(K, D, **OPTVQ_SETTINGS)``.
 
     Args:
@@ -156,8 +156,9 @@ class OTVectorQuantizer(nn.Module):
             step to ``b_penalty_end`` at step T = ``b_penalty_anneal_steps`` (then constant):
             ``ρ_t = ρ · (ρ_end/ρ)^min(t/T, 1)``, counted in this quantizer's training steps (the ``train_steps``
             buffer, so a resumed run continues the schedule). Balanced codes while the encoder and the codebook
-            form, nearly the nearest code at the end. ``b_penalty_end="auto"`` (default): 0.1 when ρ is relaxed
-            above it, else no schedule; ``None``: constant ρ. ``b_penalty_anneal_steps="auto"`` (default): T is the
+            form, nearly the nearest code at the end. ``b_penalty_end="auto"`` (default): 0.01 when ρ is relaxed
+            above it, else no schedule (0.1 before session 17, which is better on digits at K = 1024 and worse
+            on the patches and at K = 256: benchmarks/RESULTS.md); ``None``: constant ρ. ``b_penalty_anneal_steps="auto"`` (default): T is the
             training run's length, set by :meth:`set_anneal_steps` — :class:`~otlearn.vq.VQAutoencoder` and the
             :class:`~otlearn.vq.CodeMarginalSchedule` callback do it at fit start from the trainer; until T is
             known ρ stays at ``b_penalty`` (one warning). An int fixes T.
@@ -288,7 +289,7 @@ class OTVectorQuantizer(nn.Module):
         self.solver = solver if solver is not None else default_solver()
         self.codebook_update = codebook_update
         self.ema_assignment = ema_assignment
-        if b_penalty_end == "auto":  # anneal towards 0.1 whenever the code marginal is relaxed above it
+        if b_penalty_end == "auto":  # anneal towards 0.01 whenever the code marginal is relaxed above it
             relaxed_above = self.b_penalty is not None and self.b_penalty > RECOMMENDED_B_PENALTY_END
             b_penalty_end = RECOMMENDED_B_PENALTY_END if relaxed_above else None
         self.b_penalty_end = None if b_penalty_end is None else float(b_penalty_end)

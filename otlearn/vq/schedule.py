@@ -1,7 +1,7 @@
 """CodeMarginalSchedule: time the quantizers' ρ annealing to the Lightning run's length.
 
 :class:`~otlearn.vq.OTVectorQuantizer` anneals its code-marginal strength from ``b_penalty`` (ρ, 3 by
-default) to ``b_penalty_end`` (0.1) over T training steps, ``ρ_t = ρ (ρ_end/ρ)^min(t/T, 1)``. With
+default) to ``b_penalty_end`` (0.01) over T training steps, ``ρ_t = ρ (ρ_end/ρ)^min(t/T, 1)``. With
 ``b_penalty_anneal_steps="auto"`` (the default) T is the run's length, which only the trainer knows:
 this callback sets it at fit start on every such quantizer of the module. :class:`~otlearn.vq.VQAutoencoder`
 does the same itself; add the callback to any other LightningModule that holds quantizers.

@@ -419,14 +419,14 @@ def test_annealed_code_marginal_follows_its_schedule_and_resumes(seed):
             OTVectorQuantizer(8, 4, **bad)
 
 
-def test_default_anneals_to_a_tenth_once_told_the_run_length_and_warns_once_until_then():
-    """The default schedule is ρ = 3 → 0.1 over T = the run's length. Without T (a plain loop that never calls
+def test_default_anneals_to_a_hundredth_once_told_the_run_length_and_warns_once_until_then():
+    """The default schedule is ρ = 3 → 0.01 over T = the run's length. Without T (a plain loop that never calls
     set_anneal_steps) it keeps ρ = 3, counts its steps and says so once; told T later, it continues from the
     steps already taken. Hard code masses (balanced rounding, OptVQ's settings) have no schedule."""
     solver = SinkhornSolver(tol=1e-6, max_iter=5000)
     torch.manual_seed(0)
     q = OTVectorQuantizer(32, 8, solver=solver, codebook_update="gradient", codebook_init="normal", dead_code_threshold=None)
-    assert (q.b_penalty, q.b_penalty_end, q.b_penalty_anneal_steps, q.anneal_steps_from_run) == (3.0, 0.1, None, True)
+    assert (q.b_penalty, q.b_penalty_end, q.b_penalty_anneal_steps, q.anneal_steps_from_run) == (3.0, 0.01, None, True)
     with pytest.warns(UserWarning, match="no run length was set") as record:
         for t in range(2):
             x = _data(50 + t, n=400)
@@ -435,11 +435,11 @@ def test_default_anneals_to_a_tenth_once_told_the_run_length_and_warns_once_unti
             assert torch.equal(q(x).indices[:, 0], ref)
     assert len([w for w in record if "no run length" in str(w.message)]) == 1
     q.set_anneal_steps(4)  # 2 of 4 steps already taken: half-way on the log scale
-    assert q.current_b_penalty() == pytest.approx(3.0 * (0.1 / 3.0) ** 0.5, rel=1e-12)
+    assert q.current_b_penalty() == pytest.approx(3.0 * (0.01 / 3.0) ** 0.5, rel=1e-12)
     for bad in (0, -3, 2.0, True):
         with pytest.raises(ValueError, match="int >= 1"):
             q.set_anneal_steps(bad)
-    for kwargs in (dict(rounding="balanced"), OPTVQ_SETTINGS, dict(b_penalty=0.1), dict(b_penalty_end=None)):
+    for kwargs in (dict(rounding="balanced"), OPTVQ_SETTINGS, dict(b_penalty=0.01), dict(b_penalty_end=None)):
         fixed = OTVectorQuantizer(8, 4, **kwargs)
         assert fixed.b_penalty_end is None and not fixed.anneal_steps_from_run
         with pytest.raises(ValueError, match="no ρ schedule"):

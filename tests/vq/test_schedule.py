@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from otlearn.vq import CodeMarginalSchedule, OTVectorQuantizer, VQAutoencoder, run_training_steps
+from otlearn.vq.quantizer import RECOMMENDED_B_PENALTY_END as RHO_END
 
 
 class TokenModel(pl.LightningModule):
@@ -41,11 +42,11 @@ def _trainer(tmp_path, **kwargs) -> pl.Trainer:
 
 
 def _expected(total: int) -> list[float]:
-    return [3.0 * (0.1 / 3.0) ** min(t / total, 1.0) for t in range(total)]
+    return [3.0 * (RHO_END / 3.0) ** min(t / total, 1.0) for t in range(total)]
 
 
 @pytest.mark.parametrize("accumulate, limit", [(1, None), (2, 6)])
-def test_callback_sets_the_run_length_so_rho_ends_at_a_tenth(tmp_path, accumulate, limit):
+def test_callback_sets_the_run_length_so_rho_ends_at_the_default_end(tmp_path, accumulate, limit):
     """T = optimizer steps × accumulate_grad_batches = the training forward passes, epochs and limits included."""
     pl.seed_everything(0)
     model = TokenModel()
@@ -59,7 +60,7 @@ def test_callback_sets_the_run_length_so_rho_ends_at_a_tenth(tmp_path, accumulat
     assert model.quantizer.b_penalty_anneal_steps == passes == run_training_steps(trainer)
     assert int(model.quantizer.train_steps) == passes
     assert model.rhos == pytest.approx(_expected(passes), rel=1e-12)
-    assert model.quantizer.current_b_penalty() == pytest.approx(0.1, rel=1e-12)
+    assert model.quantizer.current_b_penalty() == pytest.approx(RHO_END, rel=1e-12)
 
 
 def test_explicit_steps_are_kept_and_constant_rho_is_left_alone(tmp_path):
@@ -68,7 +69,7 @@ def test_explicit_steps_are_kept_and_constant_rho_is_left_alone(tmp_path):
     constant = OTVectorQuantizer(16, 4, b_penalty_end=None)
     model.extra = constant
     _trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(model, _loader())
-    assert model.quantizer.b_penalty_anneal_steps == 5 and model.quantizer.current_b_penalty() == pytest.approx(0.1)
+    assert model.quantizer.b_penalty_anneal_steps == 5 and model.quantizer.current_b_penalty() == pytest.approx(RHO_END)
     assert constant.b_penalty_anneal_steps is None and constant.current_b_penalty() == 3.0
 
 
