@@ -175,6 +175,16 @@ def recipe_main(argv: list[str]) -> None:
     runpy.run_path(path, run_name="__main__")
 
 
+def _release_process_group() -> None:
+    """Destroy the default process group a DDP run left behind. Lightning leaves it alive, and gloo's threads can then
+    abort a rank at interpreter exit after a successful run ("terminate called without an active exception", SIGABRT;
+    pytorch/pytorch#179291), which fails an srun step and with it the SLURM job."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = (
@@ -189,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command in SUBCOMMANDS:
-        lightning_main([command] + rest)
+        try:
+            lightning_main([command] + rest)
+        finally:
+            _release_process_group()
     elif command == "eval":
         eval_main(rest)
     elif command == "recipe":
