@@ -64,22 +64,13 @@ def _relaunchable_argv0() -> str:
 def lightning_main(argv: list[str]) -> None:
     """``otlearn fit|validate|test|predict``: LightningCLI over every LightningModule/DataModule."""
     from pytorch_lightning import LightningDataModule, LightningModule
-    from pytorch_lightning.cli import LightningCLI
+
+    from otlearn.lightning_cli import OtlearnCLI
 
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv) and not os.path.isfile(argv[i + 1]):
             _error(f"config file not found: {argv[i + 1]} (see configs/ for the shipped ones)")
     sys.argv = [_relaunchable_argv0()] + argv
-
-    class OtlearnCLI(LightningCLI):
-        def before_fit(self) -> None:
-            """Under SLURM, requeue through :class:`~otlearn.requeue.SlurmRequeue` (collective-safe)."""
-            from lightning_fabric.plugins.environments import SLURMEnvironment
-
-            from otlearn.requeue import SlurmRequeue
-
-            if SLURMEnvironment.detect() and not any(isinstance(c, SlurmRequeue) for c in self.trainer.callbacks):
-                self.trainer.callbacks.append(SlurmRequeue())
 
     try:
         OtlearnCLI(
@@ -175,16 +166,6 @@ def recipe_main(argv: list[str]) -> None:
     runpy.run_path(path, run_name="__main__")
 
 
-def _release_process_group() -> None:
-    """Destroy the default process group a DDP run left behind. Lightning leaves it alive, and gloo's threads can then
-    abort a rank at interpreter exit after a successful run ("terminate called without an active exception", SIGABRT;
-    pytorch/pytorch#179291), which fails an srun step and with it the SLURM job."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = (
@@ -202,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             lightning_main([command] + rest)
         finally:
-            _release_process_group()
+            from otlearn.comm import release_process_group
+
+            release_process_group()
     elif command == "eval":
         eval_main(rest)
     elif command == "recipe":

@@ -49,6 +49,19 @@ def default_group() -> dist.ProcessGroup | None:
     return None
 
 
+def release_process_group() -> None:
+    """Destroy the default process group if one is alive; a no-op otherwise (safe to call twice).
+
+    Lightning leaves the group of a DDP run alive when ``fit``/``test`` end, and gloo's threads can
+    then abort the process at interpreter exit after a successful run ("terminate called without an
+    active exception", SIGABRT; pytorch/pytorch#179291). An aborted rank fails its ``srun`` step and
+    with it a SLURM job. Call this once the run is over (``otlearn fit`` does), or add
+    :class:`otlearn.teardown.ReleaseProcessGroupAtExit` for ``ddp_spawn`` workers.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def communication_device(backend: str) -> torch.device | None:
     """Where tensors must be for ``backend``'s collectives; ``None`` = wherever they are."""
     backend = str(backend).lower()
@@ -178,5 +191,6 @@ __all__: Sequence[str] = [
     "communication_device",
     "default_group",
     "host_values",
+    "release_process_group",
     "resolve",
 ]

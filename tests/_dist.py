@@ -6,17 +6,17 @@ that rank's traceback, and a hang fails after ``timeout`` seconds instead of blo
 """
 from __future__ import annotations
 
-import atexit
 import os
 import queue
 import socket
 import traceback
 from typing import Any, Callable
 
-import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from otlearn.comm import release_process_group
 
 
 def free_port() -> int:
@@ -38,8 +38,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
     except BaseException:  # noqa: BLE001 - report everything to the parent
         results.put((rank, False, traceback.format_exc()))
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        release_process_group()
 
 
 def run_workers(fn: Callable, world_size: int, *args: Any, timeout: float = 180.0, backend: str = "gloo") -> list[Any]:
@@ -81,19 +80,3 @@ def run_workers(fn: Callable, world_size: int, *args: Any, timeout: float = 180.
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = env_threads
-
-
-def _destroy_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-class DestroyProcessGroupAtExit(pl.Callback):
-    """For Lightning ``ddp_spawn`` tests: each spawned worker destroys its process group when it exits (an ``atexit``
-    handler, so after all of Lightning's own teardown). Lightning leaves the group alive, and gloo's worker threads
-    can then abort the process during interpreter finalisation: a SIGABRT ("terminate called without an active
-    exception") after a successful fit, now and then (pytorch/pytorch#179291). ``run_workers`` destroys its own."""
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if dist.is_available() and dist.is_initialized():
-            atexit.register(_destroy_process_group)

@@ -34,6 +34,16 @@ def test_fit_tiny_vq(tmp_path):
     assert (tmp_path / "runs/vq_tiny/usage/usage_epoch000.png").exists()
 
 
+def test_fit_tiny_vq_on_two_ddp_spawn_processes(tmp_path):
+    """ddp_spawn pickles the trainer, and with it the CLI, into each worker: the CLI class must pickle by name."""
+    fit = _otlearn(["fit", "--config", os.path.join(ROOT, "configs/vq/tiny.yaml"), "--trainer.max_epochs", "1",
+                    "--trainer.enable_progress_bar", "false", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn"],
+                   cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "max_epochs=1` reached" in fit.stderr + fit.stdout
+    assert (tmp_path / "runs/vq_tiny/checkpoints/last.ckpt").exists()
+
+
 def test_clear_errors(tmp_path):
     for args, message in [
         (["fit", "--config", "missing.yaml"], "config file not found: missing.yaml"),
@@ -118,3 +128,32 @@ def test_every_shipped_config_parses():
         parser = importlib.import_module(recipes[os.path.basename(os.path.dirname(path))]).build_parser()
         cfg = parser.instantiate(parser.parse_args(["--config", path]))
         assert cfg is not None
+
+
+def test_every_subcommand_adds_the_teardown_and_fit_under_slurm_the_requeue_each_once(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    from otlearn.lightning_cli import add_run_callbacks
+    from otlearn.requeue import SlurmRequeue
+    from otlearn.teardown import ReleaseProcessGroupAtExit
+
+    def kinds(trainer):
+        return [type(c) for c in trainer.callbacks if isinstance(c, (ReleaseProcessGroupAtExit, SlurmRequeue))]
+
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for subcommand in ("fit", "validate", "test", "predict"):
+        trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+        add_run_callbacks(trainer, subcommand)
+        add_run_callbacks(trainer, subcommand)
+        assert kinds(trainer) == [ReleaseProcessGroupAtExit], subcommand
+
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "otlearn_job")
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    add_run_callbacks(trainer, "fit")
+    add_run_callbacks(trainer, "fit")
+    assert sorted(k.__name__ for k in kinds(trainer)) == ["ReleaseProcessGroupAtExit", "SlurmRequeue"]
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    add_run_callbacks(trainer, "test")
+    assert kinds(trainer) == [ReleaseProcessGroupAtExit]

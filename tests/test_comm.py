@@ -123,3 +123,17 @@ def test_single_process_is_the_identity_and_bad_groups_are_clear():
 
     with pytest.raises(ValueError, match="'auto'"):
         resolve("world")
+
+
+def _release_twice(rank, world_size):
+    from otlearn.comm import release_process_group
+
+    alive_before = dist.is_initialized()
+    release_process_group()
+    alive_after = dist.is_initialized()
+    release_process_group()  # a second call is a no-op, not an error
+    return alive_before, alive_after
+
+
+def test_release_process_group_destroys_a_live_gloo_group_once():
+    assert run_workers(_release_twice, 2) == [(True, False), (True, False)]

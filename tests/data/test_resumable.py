@@ -10,7 +10,7 @@ from otlearn.data import DigitsDataModule
 from otlearn.data.resumable import ResumableLoader, batches_into_epoch
 from otlearn.ot import SinkhornSolver
 from otlearn.sela import SelfLabelCallback, SelfLabeling
-from tests._dist import DestroyProcessGroupAtExit
+from otlearn.teardown import ReleaseProcessGroupAtExit
 
 TINY = dict(backbone="small_cnn", num_clusters=10, num_heads=2, lr=0.05, backbone_kwargs={"width": 8})
 
@@ -40,7 +40,7 @@ def _fit(root, epochs, devices=1, ckpt=None, extra=()):
     sela = SelfLabelCallback(lam=10.0, solver=SinkhornSolver(tol=1e-2), seed=0)
     seen = SeenBatches()
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-                         callbacks=[sela, seen, DestroyProcessGroupAtExit(), *extra], logger=False, default_root_dir=root, enable_progress_bar=False,
+                         callbacks=[sela, seen, ReleaseProcessGroupAtExit(), *extra], logger=False, default_root_dir=root, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

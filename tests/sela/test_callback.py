@@ -12,7 +12,7 @@ from otlearn.data import DigitsDataModule
 from otlearn.eval import clustering_metrics, extract
 from otlearn.ot import SinkhornConvergenceWarning, SinkhornSolver
 from otlearn.sela import LabelSchedule, SelfLabelCallback, SelfLabeling
-from tests._dist import DestroyProcessGroupAtExit
+from otlearn.teardown import ReleaseProcessGroupAtExit
 
 TINY = dict(backbone="small_cnn", num_clusters=10, num_heads=2, lr=0.05, backbone_kwargs={"width": 8})
 
@@ -93,7 +93,7 @@ def test_two_process_ddp_fit_raises_nmi(tmp_path):
     ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
     sela = SelfLabelCallback(lam=10.0, solver=SinkhornSolver(tol=1e-2), seed=0)
     trainer = pl.Trainer(
-        max_epochs=6, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[sela, ckpt_cb, DestroyProcessGroupAtExit()],
+        max_epochs=6, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[sela, ckpt_cb, ReleaseProcessGroupAtExit()],
         logger=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
     )
